@@ -1,0 +1,1 @@
+"""slime.types: The data model, the Protocols of every plugin seam, plugin resolution and the error classes."""
