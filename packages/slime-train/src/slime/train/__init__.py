@@ -1,1 +1,1 @@
-"""slime.train: Ray orchestration, slime's CLI and RunConfig, the sync and async loops, checkpoints, metrics and the CPU demo."""
+"""slime.train: Ray orchestration, slime's CLI and RunConfig, the loops, checkpoints, metrics and the CPU demo."""
