@@ -1,0 +1,251 @@
+"""`FSDPPolicy`: the `slime.types.PolicyTrainer` over a transformers causal LM sharded with FSDP2.
+
+`train()` follows slime's `train_actor` order: reference log-probs (weights swapped in from host memory,
+or LoRA adapters disabled), old log-probs (recomputed, the engine's with `use_rollout_logprobs`, or the
+detached current ones on slime's single-step fast path), advantages over the whole batch, then
+`num_steps_per_rollout` optimizer steps over packed micro-batches. Every rank receives the same batch and
+computes the same schedule; results are identical on every rank. Runs without Ray: a plain process,
+torchrun, or spawned workers. It holds no critic (estimator `ppo` is refused).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from slime.fsdp import checkpoint
+from slime.fsdp.config import FSDPConfig
+from slime.fsdp.distributed import DistInfo, all_gather_objects, device_mesh, init_distributed
+from slime.fsdp.forward import forward_packed
+from slime.fsdp.hf_export import NamedTensor, iter_hf_weights, write_hf_folder
+from slime.fsdp.model import build_model, load_hf_model, trainable_parameters
+from slime.fsdp.offload import Offloader
+from slime.fsdp.optimizer import build_optimizer, build_scheduler, reset_optimizer_states
+from slime.fsdp.packed_batch import pack
+from slime.fsdp.rollout_data import RolloutTensors, fill_advantages
+from slime.fsdp.schedule import BatchingPlan, plan_step, split_steps
+from slime.fsdp.train_step import StepContext, train_step
+from slime.fsdp.weight_backup import WeightBackup
+from slime.loss.config import KL_REWARD_ESTIMATORS
+from slime.loss.plugins import resolve_loss_plugins
+from slime.types import ConfigError, ContractError, RolloutBatch
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _check_supported(config: FSDPConfig) -> None:
+    if config.loss.advantage_estimator == "ppo":
+        raise ConfigError(
+            "`advantage_estimator`='ppo' needs a critic, which the FSDP trainer lacks; use the Megatron one."
+        )
+    if config.lora_rank > 0 and config.ref_load not in (None, config.hf_checkpoint):
+        raise ConfigError(
+            f"`ref_load`={config.ref_load!r} with LoRA: the reference is the base model with adapters disabled; "
+            "drop --ref-load or train without LoRA."
+        )
+
+
+class FSDPPolicy:
+    """The FSDP2 actor. Construct it on every rank (after `init_distributed`, or let it call that)."""
+
+    def __init__(self, config: FSDPConfig, info: DistInfo | None = None) -> None:
+        _check_supported(config)
+        self.config = config
+        self.info = info or init_distributed(config.device)
+        self.model = build_model(config, device_mesh(self.info), self.info.device)
+        self._params = trainable_parameters(self.model)
+        self.optimizer = build_optimizer(self._params, config)
+        self.scheduler = build_scheduler(self.optimizer, config)
+        self.plugins = resolve_loss_plugins(config.loss)
+        self._backup = WeightBackup(self.model)
+        self._offloader = Offloader(self.model, self.optimizer, self.info.device)
+        self.global_step = 0
+        self.start_rollout_id = 0
+        if config.needs_ref and config.lora_rank == 0:
+            self._init_ref()
+        if config.load is not None and checkpoint.resolve(config.load) is not None:
+            self.load_checkpoint(config.load)
+
+    def _init_ref(self) -> None:
+        if self.config.ref_load in (None, self.config.hf_checkpoint):
+            self._backup.save("ref")  # the weights just loaded from --hf-checkpoint
+            return
+        ref_state = load_hf_model(self.config.ref_load).state_dict()  # type: ignore[arg-type]
+        self._backup.set_from_full("ref", ref_state, source=str(self.config.ref_load))
+
+    @property
+    def is_offloaded(self) -> bool:
+        """Whether `offload()` moved the state to host memory."""
+        return self._offloader.is_offloaded
+
+    def _require_onloaded(self, what: str) -> None:
+        if self.is_offloaded:
+            raise ContractError(f"{what} needs the model on its device; call onload() first.")
+
+    @contextlib.contextmanager
+    def _weights(self, which: str) -> Iterator[None]:
+        if which == "actor":
+            yield
+        elif which == "ref" and self.config.lora_rank > 0:
+            with self.model.disable_adapter():  # type: ignore[operator]  # a peft model
+                yield
+        elif which == "ref":
+            if "ref" not in self._backup:
+                raise ContractError("no reference weights: enable use_kl_loss / kl_coef, or set ref_load.")
+            self._backup.save("actor")
+            self._backup.restore("ref")
+            try:
+                yield
+            finally:
+                self._backup.restore("actor")
+                self._backup.drop("actor")
+        else:
+            raise ValueError(f"`which` must be 'actor' or 'ref' (got {which!r}).")
+
+    def _plan(self) -> BatchingPlan:
+        c = self.config
+        max_tokens = c.max_tokens_per_gpu if c.use_dynamic_batch_size else None
+        return BatchingPlan(
+            world_size=self.info.world_size, micro_batch_size=c.micro_batch_size, max_tokens_per_gpu=max_tokens
+        )
+
+    @torch.no_grad()
+    def compute_log_probs(self, batch: RolloutBatch, which: str = "actor") -> list[Tensor]:
+        """Per-sample [R_i] float32 CPU log-probs of the response tokens under the actor or the reference.
+
+        Collective: every rank calls it with the same batch and gets the same result.
+        """
+        self._require_onloaded("compute_log_probs")
+        lengths = [s.total_length for s in batch.samples]
+        plan = plan_step(range(len(batch.samples)), lengths, self._plan())[self.info.rank]
+        local: dict[int, Tensor] = {}
+        self.model.eval()
+        with self._weights(which):
+            for ids in plan:
+                mb = pack(batch.samples, ids, self.info.device)
+                out = forward_packed(
+                    self.model, mb, temperature=self.config.rollout_temperature,
+                    chunk_size=self.config.chunk_size, with_entropy=False,
+                )  # fmt: skip
+                local |= dict(zip(mb.sample_ids, (t.float().cpu() for t in mb.split(out.log_probs)), strict=True))
+        merged: dict[int, Tensor] = {}
+        for part in all_gather_objects(local, self.info.world_size):
+            merged |= part  # type: ignore[arg-type]  # every rank sends a dict
+        return [merged[i] for i in range(len(batch.samples))]
+
+    def _reuse_current_as_old(self, num_steps: int) -> bool:
+        loss = self.config.loss
+        kl_reward = loss.kl_coef != 0 and loss.advantage_estimator in KL_REWARD_ESTIMATORS
+        return (
+            num_steps == 1
+            and loss.loss_type == "policy_loss"
+            and not (kl_reward or loss.use_opd or loss.use_rollout_logprobs or loss.custom_advantage_function_path)
+        )
+
+    def _prepare(self, batch: RolloutBatch, num_steps: int) -> RolloutTensors:
+        data = RolloutTensors.from_batch(batch)
+        if self.config.needs_ref:
+            data.ref_log_probs = self.compute_log_probs(batch, "ref")
+        if self.config.loss.use_rollout_logprobs:
+            if data.rollout_log_probs is None:
+                raise ContractError("use_rollout_logprobs needs rollout_log_probs on every sample of the batch.")
+            data.old_log_probs = data.rollout_log_probs
+        elif not self._reuse_current_as_old(num_steps):
+            data.old_log_probs = self.compute_log_probs(batch, "actor")
+        fill_advantages(self.config.loss, batch, data, self.plugins)
+        return data
+
+    def _step_context(self, reuse: bool) -> StepContext:
+        c = self.config
+        return StepContext(
+            model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, params=self._params,
+            loss_config=c.loss, plugins=self.plugins, info=self.info, temperature=c.rollout_temperature,
+            chunk_size=c.chunk_size, clip_grad=c.clip_grad, reuse_current_as_old=reuse,
+        )  # fmt: skip
+
+    def train(self, rollout_id: int, batch: RolloutBatch) -> Mapping[str, float]:
+        """Run the rollout's optimizer steps; return metrics averaged over steps (same on every rank)."""
+        self._require_onloaded("train")
+        start = time.perf_counter()
+        c = self.config
+        steps = split_steps(
+            len(batch.samples), global_batch_size=c.global_batch_size, num_steps_per_rollout=c.num_steps_per_rollout
+        )
+        if c.reset_optimizer_states:
+            reset_optimizer_states(self.optimizer)
+        data = self._prepare(batch, len(steps))
+        ctx = self._step_context(self._reuse_current_as_old(len(steps)))
+        lengths = [s.total_length for s in batch.samples]
+        per_step: list[dict[str, float]] = []
+        for step_samples in steps:
+            plan = plan_step(step_samples, lengths, self._plan())[self.info.rank]
+            micro_batches = [pack(batch.samples, ids, self.info.device) for ids in plan]
+            per_step.append(train_step(ctx, micro_batches, data, step_samples))
+            self.global_step += 1
+        elapsed = time.perf_counter() - start
+        tokens = sum(lengths[i] for s in steps for i in s)
+        return _summarise(per_step, tokens, elapsed, len(batch.samples) - sum(len(s) for s in steps))
+
+    def export_weights(self) -> Iterator[NamedTensor]:
+        """Full weights in HF names, a bucket (`update_weight_buffer_size` bytes) gathered at a time.
+
+        Collective: every rank must exhaust the iterator. LoRA yields merged weights, never adapters.
+        """
+        self._require_onloaded("export_weights")
+        return iter_hf_weights(self.model, bucket_bytes=self.config.update_weight_buffer_size, dtype=self.export_dtype)
+
+    @property
+    def export_dtype(self) -> torch.dtype:
+        """dtype of exported weights: `export_dtype`, or the HF checkpoint's own dtype for `auto`."""
+        if self.config.export_dtype != "auto":
+            return _DTYPES[self.config.export_dtype]
+        from transformers import AutoConfig
+
+        dtype = getattr(AutoConfig.from_pretrained(self.config.hf_checkpoint), "dtype", None)
+        return dtype if isinstance(dtype, torch.dtype) else _DTYPES.get(str(dtype), torch.float32)
+
+    def export_hf(self, out_dir: str | Path) -> Path:
+        """Write an HF folder (safetensors + config + tokenizer) that transformers loads. Collective."""
+        return write_hf_folder(
+            self.export_weights(), out_dir, hf_checkpoint=self.config.hf_checkpoint,
+            dtype=self.export_dtype, is_writer=self.info.rank == 0,
+        )  # fmt: skip
+
+    def save_checkpoint(self, rollout_id: int) -> str:
+        """Atomic DCP checkpoint of model, optimizer, scheduler, RNG and counters under `save`. Collective."""
+        if self.config.save is None:
+            raise ConfigError("`save` is None; set --save to the checkpoint folder before saving.")
+        self._require_onloaded("save_checkpoint")
+        extra = {"rollout_id": rollout_id, "global_step": self.global_step, "scheduler": self.scheduler.state_dict()}
+        return str(checkpoint.save(self.config.save, rollout_id, self.model, self.optimizer, extra))
+
+    def load_checkpoint(self, path: str | Path) -> int:
+        """Resume from a `save_checkpoint` folder (root or `iter_*`); return its rollout id. Collective."""
+        self._require_onloaded("load_checkpoint")
+        extra = checkpoint.load(path, self.model, self.optimizer)
+        self.scheduler.load_state_dict(extra["scheduler"])
+        self.global_step = int(extra["global_step"])
+        self.start_rollout_id = int(extra["rollout_id"]) + 1
+        return int(extra["rollout_id"])
+
+    def offload(self) -> None:
+        """Move parameters, gradients and optimizer state to host memory (colocate)."""
+        self._offloader.offload()
+
+    def onload(self) -> None:
+        """Inverse of `offload`."""
+        self._offloader.onload()
+
+
+def _summarise(per_step: Sequence[dict[str, float]], tokens: int, elapsed: float, dropped: int) -> dict[str, float]:
+    keys = sorted({k for step in per_step for k in step})
+    out = {f"train/{k}": sum(step.get(k, 0.0) for step in per_step) / len(per_step) for k in keys}
+    out["train/lr"] = per_step[-1]["lr"]
+    out |= {"train/num_steps": float(len(per_step)), "train/dropped_samples": float(dropped)}
+    out |= {"perf/train_time_s": elapsed, "perf/tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0}
+    return out
