@@ -1,0 +1,126 @@
+"""Colocated transport: one shared-memory (CPU) or CUDA-IPC (GPU) handle per bucket, mapped by the engine.
+
+The sender flattens each bucket into a fresh shareable buffer (never reused, so a slow consumer can never
+read a half-overwritten bucket), delivers one payload with a handle per bucket, and drops its buffers once
+`deliver` returns, that is once the engine has loaded them. The receiver maps each buffer (no copy through a
+socket), views the tensors out of it and hands those views to `load_weights`. Handles name memory on this
+machine, so receivers accept them from loopback only. CUDA IPC needs sender and receiver in two processes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+
+from slime.sync.buckets import (
+    DEFAULT_BUCKET_BYTES,
+    TensorSpec,
+    flatten_bucket,
+    parse_manifests,
+    plan_buckets,
+    split_parts,
+    unflatten_bucket,
+)
+from slime.sync.handshake import (
+    LoadWeights,
+    PayloadHeader,
+    VersionedReceiver,
+    check_newer,
+    checksums_of,
+    collect_named_tensors,
+    publish_stats,
+)
+from slime.sync.ipc import alloc_shared_buffer, open_buffer, share_buffer
+from slime.types import WeightSyncError
+
+TRANSPORT = "shm"
+
+
+class SharedMemorySender:
+    """Trainer side of the colocated transport.
+
+    Args:
+        deliver: hands a payload to every colocated engine and returns once they applied it.
+        bucket_bytes: bucket size limit (slime's `--update-weight-buffer-size`).
+        device: where buffers live (default: each bucket's first tensor's device); CUDA buffers use CUDA IPC.
+        max_payload_bytes: split a publish into parts of about this many bytes to bound the extra memory
+            (engines then load part by part and a sender dying midway leaves them mixed, with `version` still
+            the old one). None sends one payload: one atomic apply, at the cost of one extra copy of the weights.
+        checksums: add per-tensor checksums to payloads (for receivers with `verify_checksums=True`).
+    """
+
+    def __init__(
+        self,
+        deliver: Callable[[dict[str, Any]], Any],
+        *,
+        bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+        device: torch.device | str | None = None,
+        max_payload_bytes: int | None = None,
+        checksums: bool = False,
+    ) -> None:
+        self._deliver = deliver
+        self._bucket_bytes = bucket_bytes
+        self._device = None if device is None else torch.device(device)
+        self._max_payload_bytes = max_payload_bytes
+        self._checksums = checksums
+        self._last: int | None = None
+
+    def publish(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> dict[str, float]:
+        """Share every bucket and deliver the handles; returns bytes, seconds, GB/s, buckets and parts."""
+        check_newer(self._last, version)
+        started = time.perf_counter()
+        tensors = dict(collect_named_tensors(named_tensors))
+        manifests = plan_buckets([TensorSpec.of(n, t) for n, t in tensors.items()], self._bucket_bytes)
+        parts = split_parts(manifests, self._max_payload_bytes)
+        for index, part in enumerate(parts):
+            buffers, buckets = [], []
+            for manifest in part:
+                buffer = alloc_shared_buffer(manifest.nbytes, self._device_for(manifest, tensors))
+                flatten_bucket(manifest, tensors, out=buffer)
+                buffers.append(buffer)
+                buckets.append({"manifest": manifest.to_dict(), "handle": share_buffer(buffer)})
+            for device in {b.device for b in buffers if b.device.type == "cuda"}:
+                torch.cuda.synchronize(device)  # the copies must land before another process reads
+            payload = {**PayloadHeader(TRANSPORT, version, index, len(parts)).to_dict(), "buckets": buckets}
+            if self._checksums:
+                payload["checksums"] = checksums_of((n, tensors[n]) for m in part for n in m.names)
+            self._deliver(payload)
+            del buffers  # engines loaded them; never reuse a buffer a consumer might still read
+        self._last = version
+        nbytes = sum(m.nbytes for m in manifests)
+        return publish_stats(nbytes, started, num_buckets=float(len(manifests)), num_parts=float(len(parts)))
+
+    def _device_for(self, manifest: Any, tensors: Mapping[str, torch.Tensor]) -> torch.device:
+        if self._device is not None:
+            return self._device
+        return tensors[manifest.entries[0].name].device if manifest.entries else torch.device("cpu")
+
+    def close(self) -> None:
+        """Nothing to release: buffers live only during `publish`."""
+
+
+class SharedMemoryReceiver(VersionedReceiver):
+    """Engine side of the colocated transport; accepts payloads from loopback only (see `slime.sync.peers`).
+
+    `load_weights` receives views of the sender's buffers (CPU shared memory or the trainer's GPU memory), valid
+    during the call only.
+    """
+
+    transport = TRANSPORT
+    loopback_only = True
+
+    def __init__(self, load_weights: LoadWeights, *, verify_checksums: bool = False) -> None:
+        super().__init__(load_weights, verify_checksums=verify_checksums)
+
+    def _stage(self, header: PayloadHeader, payload: Mapping[str, Any]) -> list[tuple[str, torch.Tensor]]:
+        buckets = payload.get("buckets")
+        if not isinstance(buckets, list) or not all(isinstance(b, Mapping) and "handle" in b for b in buckets):
+            raise WeightSyncError("shm payload needs a list of {manifest, handle} buckets.")
+        manifests = parse_manifests([b.get("manifest") for b in buckets])
+        staged: list[tuple[str, torch.Tensor]] = []
+        for manifest, bucket in zip(manifests, buckets, strict=True):
+            staged.extend(unflatten_bucket(manifest, open_buffer(bucket["handle"], manifest.nbytes)))
+        return staged

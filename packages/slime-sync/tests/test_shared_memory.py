@@ -1,0 +1,84 @@
+"""Colocated transport on CPU: shared-memory handles opened by another process, versions, bad payloads."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from slime.sync import SharedMemoryReceiver, SharedMemorySender
+from slime.types import WeightSyncError
+
+
+def test_round_trip_across_processes(engines, weight_factory, expect) -> None:
+    engine = engines[0]
+    engine.new("shm", verify_checksums=True)
+    sender = SharedMemorySender(engine.deliver("shm"), bucket_bytes=4096, checksums=True)
+    first = weight_factory(0)
+    stats = sender.publish(first.items(), 1)
+    assert stats["num_buckets"] >= 3 and stats["bytes"] > 0
+    assert engine.weights("shm") == expect(first)
+
+    second = weight_factory(1)
+    split = SharedMemorySender(engine.deliver("shm"), bucket_bytes=4096, max_payload_bytes=4096, checksums=True)
+    assert split.publish(second.items(), 2)["num_parts"] > 1
+    assert engine.weights("shm") == expect(second)
+
+
+def test_versions_and_bad_payloads_keep_weights(engines, weight_factory, expect) -> None:
+    engine = engines[0]
+    engine.new("shm")
+    payloads: list[dict] = []
+    sender = SharedMemorySender(payloads.append, bucket_bytes=4096)
+    weights = weight_factory(2)
+    sender.publish(weights.items(), 5)  # captured, not yet delivered; its buffers are gone after publish
+    keep = SharedMemorySender(engine.deliver("shm"), bucket_bytes=4096)
+    keep.publish(weights.items(), 5)
+    assert engine.call(op="apply", transport="shm", payload=payloads[0], peer="::1") == {
+        "ok": True, "version": 5, "held": 5}  # fmt: skip  # same version: a no-op that reports it
+
+    older = json.loads(json.dumps(payloads[0]))
+    older["version"] = 4
+    reply = engine.call(op="apply", transport="shm", payload=older, peer="127.0.0.1")
+    assert not reply["ok"] and "already holds 5" in reply["error"] and reply["held"] == 5
+
+    newer = json.loads(json.dumps(payloads[0]))
+    newer["version"] = 6
+    garbles = [
+        lambda p: p["buckets"][0]["handle"].update(name="L2V0Yy9wYXNzd2Q="),  # /etc/passwd
+        lambda p: p["buckets"][0]["handle"].update(nbytes=1),
+        lambda p: p["buckets"][0]["manifest"]["entries"][0].update(offset=999999),
+        lambda p: p["buckets"].pop(),  # truncated (and the buffers it names are gone anyway)
+        lambda p: p.pop("buckets"),
+        lambda p: p.update(format="other/9"),
+    ]
+    for garble in garbles:
+        payload = json.loads(json.dumps(newer))
+        garble(payload)
+        reply = engine.call(op="apply", transport="shm", payload=payload, peer="127.0.0.1")
+        assert not reply["ok"] and reply["held"] == 5, reply
+    reply = engine.call(op="apply", transport="shm", payload=newer, peer="192.0.2.1")
+    assert not reply["ok"] and "refusing" in reply["error"]
+    assert engine.weights("shm") == expect(weights)
+
+
+def test_receiver_maps_shared_memory_without_copy(weights) -> None:
+    seen: list[bool] = []
+    receiver = SharedMemoryReceiver(lambda items: seen.extend(t.is_shared() for _, t in items if t.numel()))
+    sender = SharedMemorySender(lambda p: receiver.apply(json.loads(json.dumps(p))), bucket_bytes=4096)
+    sender.publish(weights.items(), 0)
+    assert seen and all(seen) and receiver.version == 0
+    with pytest.raises(WeightSyncError, match="not newer"):
+        sender.publish(weights.items(), 0)
+
+
+def test_loader_failure_keeps_version(weights) -> None:
+    def broken(items: list[tuple[str, torch.Tensor]]) -> None:
+        raise RuntimeError("out of memory")
+
+    receiver = SharedMemoryReceiver(broken)
+    sender = SharedMemorySender(receiver.apply)
+    with pytest.raises(WeightSyncError, match="load_weights failed"):
+        sender.publish(weights.items(), 3)
+    assert receiver.version == -1
