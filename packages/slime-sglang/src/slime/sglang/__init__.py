@@ -1,1 +1,11 @@
-"""slime.sglang: SGLang engines, sglang-router, the async client, the default rollout, and an SGLang-protocol server for CPU."""
+"""slime.sglang: SGLang engines, sglang-router, the async client, the default rollout, and an SGLang-protocol
+server for CPU (`slime.sglang.local_server`)."""
+
+from slime.sglang.client import EngineClient
+from slime.sglang.engine_process import EngineProcess
+from slime.sglang.protocol import generate_body, parse_generate_response
+from slime.sglang.server_args import EngineConfig, split_sglang_args
+
+__all__ = [
+    "EngineClient", "EngineConfig", "EngineProcess", "generate_body", "parse_generate_response", "split_sglang_args",
+]  # fmt: skip

@@ -1,0 +1,96 @@
+"""`EngineProcess`: launch one engine (SGLang or the local server) as a subprocess and wait until it serves.
+
+`launch()` picks free ports, starts the engine under the supervisor (see `managed_process`), and waits for
+`/health` then `/health_generate` (the first proves the HTTP server is up, the second that the model
+generates). If the engine lost a port race ("address already in use" in its log) it is relaunched on new
+ports, up to `PORT_RETRIES` times. Failures raise `EngineError` with the command and the log tail. `stop()`
+ends the whole process tree; a parent that dies takes its engines with it. It does not register with routers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from slime.sglang.managed_process import ManagedProcess
+from slime.sglang.ports import allocate_ports
+from slime.sglang.server_args import EngineConfig, known_server_flags, launch_command, validate_server_args
+from slime.types import EngineError
+
+PORT_RETRIES = 3
+HEALTH_PATHS = ("/health", "/health_generate")
+
+
+class EngineProcess:
+    """One engine; `index` only names its log file."""
+
+    def __init__(self, config: EngineConfig, *, index: int = 0) -> None:
+        self.config = config
+        self.index = index
+        self.port: int | None = None
+        self._process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise EngineError(f"engine {self.index} has not been launched")
+        return f"http://{self.config.host}:{self.port}"
+
+    @property
+    def process(self) -> ManagedProcess:
+        if self._process is None:
+            raise EngineError(f"engine {self.index} has not been launched")
+        return self._process
+
+    def launch(self) -> str:
+        """Start the engine and block until it generates; returns its URL.
+
+        Raises:
+            ConfigError: a pass-through flag the engine does not know.
+            EngineError: the engine exited or did not become healthy in `startup_timeout_s`.
+        """
+        validate_server_args(self.config.server_args, known_server_flags(self.config.backend),
+                             backend=self.config.backend)  # fmt: skip
+        for attempt in range(PORT_RETRIES + 1):
+            self.start()
+            try:
+                self.wait_healthy()
+                return self.url
+            except EngineError as exc:
+                self.stop()
+                if attempt == PORT_RETRIES or "address already in use" not in self.process.log_tail(200).lower():
+                    raise EngineError(f"engine {self.index} ({self.config.backend}) failed to start: {exc}") from exc
+                self._process = None
+        raise AssertionError("unreachable")
+
+    def start(self) -> None:
+        """Spawn the engine on fresh ports; returns at once (see `wait_healthy`)."""
+        port, nccl_port = allocate_ports(2, host=self.config.host)
+        self.port = port
+        log_path = None
+        if self.config.log_dir is not None:
+            log_path = Path(self.config.log_dir) / f"engine-{self.index}-{port}.log"
+        self._process = ManagedProcess(
+            launch_command(self.config, port, nccl_port),
+            name=f"engine-{self.index}",
+            log_path=log_path,
+            env=dict(self.config.env),
+        )
+        self._process.start()
+
+    def wait_healthy(self, timeout_s: float | None = None) -> None:
+        self.process.wait_http_ok(self.url, HEALTH_PATHS, timeout_s=timeout_s or self.config.startup_timeout_s)
+
+    def is_alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
+
+    def stop(self) -> None:
+        """Stop the engine and everything it spawned (no-op if not running)."""
+        if self._process is not None:
+            self._process.stop()
+
+    def kill(self) -> None:
+        """SIGKILL the engine's process group (tests use it to simulate a crash)."""
+        self.process.kill()
+
+    def log_tail(self, lines: int = 40) -> str:
+        return self.process.log_tail(lines)
