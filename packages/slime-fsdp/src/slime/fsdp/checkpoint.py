@@ -23,6 +23,7 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
+from slime.fsdp.model import reshard
 from slime.types import DataError
 
 TRACKER = "latest_checkpointed_iteration.txt"
@@ -92,6 +93,7 @@ def save(
         shutil.rmtree(tmp, ignore_errors=True)  # leftovers of a crashed save
         tmp.mkdir(parents=True)
     _barrier()
+    reshard(model)
     model_sd, optim_sd = get_state_dict(model, optimizer)
     dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp))
     torch.save({**extra, "rng": rng_state()}, tmp / f"extra_state_rank{rank}.pt")
@@ -126,6 +128,7 @@ def load(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer) -
     if folder is None:
         raise DataError(f"{path}: no checkpoint (neither {TRACKER} nor meta.json); pass a folder written by save().")
     meta = json.loads((folder / "meta.json").read_text())
+    reshard(model)
     model_sd, optim_sd = get_state_dict(model, optimizer)
     state = {"model": model_sd, "optim": optim_sd}
     dcp.load(state, checkpoint_id=str(folder))

@@ -19,6 +19,8 @@ import torch
 from torch import Tensor, nn
 from torch.distributed.tensor import DTensor
 
+from slime.fsdp.model import reshard
+
 NamedTensor = tuple[str, Tensor]
 _PEFT_PREFIX = "base_model.model."
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".index.json")
@@ -51,6 +53,7 @@ def _merged(module: nn.Module, base: Tensor, dtype: torch.dtype) -> Tensor:
 
 def export_plan(model: nn.Module, dtype: torch.dtype) -> list[tuple[str, Callable[[], Tensor]]]:
     """(HF name, gather function) for every exported weight, in the model's parameter order."""
+    reshard(model)
     lora_owners = {
         name: module
         for name, module in model.named_modules()

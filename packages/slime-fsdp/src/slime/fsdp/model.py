@@ -80,6 +80,17 @@ def build_model(config: FSDPConfig, mesh: DeviceMesh, device: torch.device) -> n
     return model
 
 
+def reshard(model: nn.Module) -> None:
+    """Free every unsharded parameter, so `named_parameters()` yields the float32 sharded DTensors again.
+
+    FSDP2 keeps the root unit's parameters gathered after a forward without backward (log-prob passes);
+    code that reads or writes parameters directly must call this first.
+    """
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+
+
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     """Parameters the optimizer updates (all of them, or only the LoRA adapters)."""
     return [p for p in model.parameters() if p.requires_grad]

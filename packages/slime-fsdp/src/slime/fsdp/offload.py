@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from slime.fsdp.model import reshard
+
 
 class Offloader:
     """Remembers where each optimizer tensor lived so that `onload` restores the exact placement."""
@@ -27,6 +29,7 @@ class Offloader:
         """Move parameters, gradients and optimizer state to CPU (idempotent)."""
         if self.is_offloaded:
             return
+        reshard(self._model)
         self._model.to("cpu")
         for state in self._optimizer.state.values():
             for key, value in state.items():

@@ -23,7 +23,7 @@ from slime.fsdp.config import FSDPConfig
 from slime.fsdp.distributed import DistInfo, all_gather_objects, device_mesh, init_distributed
 from slime.fsdp.forward import forward_packed
 from slime.fsdp.hf_export import NamedTensor, iter_hf_weights, write_hf_folder
-from slime.fsdp.model import build_model, load_hf_model, trainable_parameters
+from slime.fsdp.model import build_model, load_hf_model, reshard, trainable_parameters
 from slime.fsdp.offload import Offloader
 from slime.fsdp.optimizer import build_optimizer, build_scheduler, reset_optimizer_states
 from slime.fsdp.packed_batch import pack
@@ -133,6 +133,7 @@ class FSDPPolicy:
                     chunk_size=self.config.chunk_size, with_entropy=False,
                 )  # fmt: skip
                 local |= dict(zip(mb.sample_ids, (t.float().cpu() for t in mb.split(out.log_probs)), strict=True))
+        reshard(self.model)  # a forward without backward leaves the root unit gathered
         merged: dict[int, Tensor] = {}
         for part in all_gather_objects(local, self.info.world_size):
             merged |= part  # type: ignore[arg-type]  # every rank sends a dict

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributed.tensor import DTensor
 
+from slime.fsdp.model import reshard
 from slime.types import DataError
 
 
@@ -40,6 +41,7 @@ class WeightBackup:
         self._tags: dict[str, dict[str, Tensor]] = {}
 
     def _params(self) -> dict[str, Tensor]:
+        reshard(self._model)
         return dict(self._model.named_parameters())
 
     def __contains__(self, tag: str) -> bool:
