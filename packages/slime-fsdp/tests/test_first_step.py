@@ -30,7 +30,8 @@ def unpacked_log_probs(model_dir: str, batch: RolloutBatch, temperature: float) 
 
 def with_rollout_log_probs(batch: RolloutBatch, log_probs: list[torch.Tensor]) -> RolloutBatch:
     samples = tuple(
-        dataclasses.replace(s, rollout_log_probs=tuple(lp.tolist())) for s, lp in zip(batch.samples, log_probs)
+        dataclasses.replace(s, rollout_log_probs=tuple(lp.tolist()))
+        for s, lp in zip(batch.samples, log_probs, strict=True)
     )
     return dataclasses.replace(batch, samples=samples)
 
@@ -66,8 +67,8 @@ def test_first_step_invariants(family, request, dist_ws1, make_batch):
     assert abs(first["tis"] - 1) < 1e-4
     # Training moved the actor away from the reference.
     after = policy.compute_log_probs(batch, "actor")
-    assert any(not torch.equal(a, b) for a, b in zip(actor, after))
-    assert all(torch.equal(r, r2) for r, r2 in zip(ref, policy.compute_log_probs(batch, "ref")))
+    assert any(not torch.equal(a, b) for a, b in zip(actor, after, strict=True))
+    assert all(torch.equal(r, r2) for r, r2 in zip(ref, policy.compute_log_probs(batch, "ref"), strict=True))
 
 
 def policy_first_step_metrics(policy, batch, config) -> dict[str, float]:
