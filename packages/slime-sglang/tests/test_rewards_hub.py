@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import types
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -16,8 +16,15 @@ from slime.sglang.rewards import (
     check_rm_type,
     post_reward,
     rm_hub_reward,
+    shutdown_grading_pool,
 )
 from slime.types import ConfigError, EngineError, Sample
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_grading_pool() -> Iterator[None]:
+    yield
+    shutdown_grading_pool()  # do not leave worker processes behind in a long-lived pytest worker
 
 
 def _args(**kw: Any) -> types.SimpleNamespace:

@@ -52,14 +52,14 @@ def load_sample_hook(path: str) -> SampleHook:
         raise ContractError(f"{FLAG} {path!r} is not callable.")
     try:
         sig = inspect.signature(fn)
-        sig.bind(None, None)
+        accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+        kwargs = tuple(k for k in _OPTIONAL_KWARGS if accepts_any or k in sig.parameters)
+        sig.bind(None, None, **dict.fromkeys(kwargs))
     except (TypeError, ValueError) as exc:
         raise ContractError(
             f"{FLAG} {path!r} must accept (args, sample, *, rollout_id, evaluation); its signature is "
             f"{_describe(fn)} ({exc})."
         ) from exc
-    accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-    kwargs = tuple(k for k in _OPTIONAL_KWARGS if accepts_any or k in sig.parameters)
     return SampleHook(path=path, fn=fn, kwargs=kwargs)
 
 
