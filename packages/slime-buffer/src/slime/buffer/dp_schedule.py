@@ -10,10 +10,11 @@ budget still holds. It returns sample indices and never touches tensors.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 
 from slime.buffer.balancing import Cost, balance_partitions, estimate_flops, greedy_partition
-from slime.buffer.packing import pack_micro_batches
+from slime.buffer.packing import check_lengths, first_fit, token_budget
 from slime.types import ConfigError, ContractError
 
 
@@ -23,29 +24,55 @@ def _check_dp(dp_size: int) -> None:
 
 
 def _split_in_two(micro_batch: list[int], lengths: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Token-balanced halves (greedy), each in sample order, the half holding the first sample first."""
     sizes = [lengths[i] for i in micro_batch]
-    left, right = greedy_partition(sizes, 2)
-    return [micro_batch[j] for j in left], [micro_batch[j] for j in right]
+    first, second = sorted(greedy_partition(sizes, 2), key=lambda half: half[0] if half else len(sizes))
+    return [micro_batch[j] for j in first], [micro_batch[j] for j in second]
 
 
 def align_micro_batch_count(plan: Sequence[Sequence[int]], lengths: Sequence[int], multiple: int) -> list[list[int]]:
     """Split the heaviest multi-sample micro-batches in two until `len(plan) % multiple == 0`.
 
-    Raises:
-        ContractError: there are fewer samples than `multiple` micro-batches would need.
+    The halves take the place of the micro-batch they came from. Raises `ContractError` when every
+    micro-batch already holds a single sample.
     """
     _check_dp(multiple)
-    out = [list(mb) for mb in plan]
-    while len(out) % multiple:
-        candidates = [j for j, mb in enumerate(out) if len(mb) > 1]
-        if not candidates:
+    return _align([list(mb) for mb in plan], [sum(lengths[i] for i in mb) for mb in plan], lengths, multiple)[0]
+
+
+def _align(
+    plan: list[list[int]], totals: list[int], lengths: Sequence[int], multiple: int
+) -> tuple[list[list[int]], list[int]]:
+    missing = -len(plan) % multiple
+    if not missing:
+        return plan, totals
+    # Heap of splittable micro-batches, heaviest first; a key (position, half, half, ...) keeps halves in place.
+    heap = [(-t, (j,), mb) for j, (t, mb) in enumerate(zip(totals, plan, strict=True)) if len(mb) > 1]
+    heapq.heapify(heap)
+    replaced: dict[tuple[int, ...], list[tuple[tuple[int, ...], list[int], int]]] = {}
+    for _ in range(missing):
+        if not heap:
             raise ContractError(
-                f"cannot make {len(out)} micro-batches a multiple of {multiple}: every micro-batch holds one sample. "
+                f"cannot make {len(plan)} micro-batches a multiple of {multiple}: too few samples to split. "
                 "Each data-parallel rank needs at least one sample per step; raise the global batch size."
             )
-        j = max(candidates, key=lambda c: (sum(lengths[i] for i in out[c]), -c))
-        out[j : j + 1] = _split_in_two(out[j], lengths)
-    return out
+        _, key, mb = heapq.heappop(heap)
+        halves = _split_in_two(mb, lengths)
+        replaced[key] = []
+        for h, half in enumerate(halves):
+            total = sum(lengths[i] for i in half)
+            replaced[key].append(((*key, h), half, total))
+            if len(half) > 1:
+                heapq.heappush(heap, (-total, (*key, h), half))
+    out: list[tuple[tuple[int, ...], list[int], int]] = []
+    stack = [((j,), mb, t) for j, (mb, t) in reversed(list(enumerate(zip(plan, totals, strict=True))))]
+    while stack:
+        key, mb, total = stack.pop()
+        if key in replaced:
+            stack.extend(reversed(replaced[key]))
+        else:
+            out.append((key, mb, total))
+    return [mb for _, mb, _ in out], [t for _, _, t in out]
 
 
 def distribute_micro_batches(
@@ -67,6 +94,10 @@ def distribute_micro_batches(
         totals = [sum(estimate_flops(lengths[i], hidden_size=hidden_size) for i in mb) for mb in plan]
     else:
         totals = [sum(lengths[i] for i in mb) for mb in plan]
+    return _distribute(plan, totals, dp_size)
+
+
+def _distribute(plan: Sequence[Sequence[int]], totals: list[int], dp_size: int) -> list[list[list[int]]]:
     parts = balance_partitions(totals, dp_size, equal_size=True)
     return [[list(plan[j]) for j in part] for part in parts]
 
@@ -85,6 +116,11 @@ def plan_dp_micro_batches(
     `len(lengths)` must be a multiple of `dp_size` (as `BatchConfig` guarantees for a step), which is what makes
     alignment always possible: at worst every sample is its own micro-batch.
     """
-    plan = pack_micro_batches(lengths, max_tokens_per_gpu, cp_size=cp_size)
-    plan = align_micro_batch_count(plan, lengths, dp_size)
+    _check_dp(dp_size)
+    cap = token_budget(max_tokens_per_gpu, cp_size)
+    check_lengths(lengths)
+    plan, totals = first_fit(lengths, cap)
+    plan, totals = _align(plan, totals, lengths, dp_size)
+    if balance and cost == "tokens":
+        return _distribute(plan, totals, dp_size)
     return distribute_micro_batches(plan, lengths, dp_size, balance=balance, cost=cost)

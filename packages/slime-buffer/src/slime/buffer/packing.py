@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from slime.types import ConfigError, ContractError
 
 
-def _budget(max_tokens_per_gpu: int, cp_size: int) -> int:
+def token_budget(max_tokens_per_gpu: int, cp_size: int = 1) -> int:
+    """The per-micro-batch token cap `cp_size * max_tokens_per_gpu`; `ConfigError` names a bad flag."""
     if isinstance(max_tokens_per_gpu, bool) or not isinstance(max_tokens_per_gpu, int) or max_tokens_per_gpu < 1:
         raise ConfigError(
             f"max_tokens_per_gpu is {max_tokens_per_gpu!r}; set --max-tokens-per-gpu to a positive token count."
@@ -26,7 +27,8 @@ def _budget(max_tokens_per_gpu: int, cp_size: int) -> int:
     return max_tokens_per_gpu * cp_size
 
 
-def _check_lengths(lengths: Sequence[int]) -> None:
+def check_lengths(lengths: Sequence[int]) -> None:
+    """Raise `ContractError` on a negative length."""
     if lengths and min(lengths) < 0:
         raise ContractError(f"sample lengths must be >= 0 (got {min(lengths)}).")
 
@@ -41,20 +43,27 @@ def pack_micro_batches(lengths: Sequence[int], max_tokens_per_gpu: int, *, cp_si
         >>> pack_micro_batches([6, 5, 4, 3, 12], 10)
         [[0, 2], [1, 3], [4]]
     """
-    cap = _budget(max_tokens_per_gpu, cp_size)
-    _check_lengths(lengths)
-    # `room` is each micro-batch's free tokens. `rec_room`/`rec_bin` hold its left-to-right maxima ("records"):
-    # the first micro-batch with room >= s is the first record with room >= s, found by bisection since the
-    # records' room strictly increases. Only the records between the changed one and the next need rescanning.
+    cap = token_budget(max_tokens_per_gpu, cp_size)
+    check_lengths(lengths)
+    return first_fit(lengths, cap)[0]
+
+
+def first_fit(lengths: Sequence[int], cap: int) -> tuple[list[list[int]], list[int]]:
+    """First-fit under `cap` tokens (unchecked); returns the micro-batches and their token totals."""
+    # `room` is each micro-batch's free tokens (-1: over-long, closed). `rec_room`/`rec_bin` hold its
+    # left-to-right maxima ("records"): the first micro-batch with room >= s is the first record with room >= s,
+    # found by bisection since the records' room strictly increases. When a record shrinks, only the micro-batches
+    # up to the next record can become records. Inlined for speed: this loop runs once per sample.
     room: list[int] = []
     bins: list[list[int]] = []
     rec_room: list[int] = []
     rec_bin: list[int] = []
     for i, size in enumerate(lengths):
         p = bisect_left(rec_room, size)
-        if p == len(rec_room):
+        num_records = len(rec_room)
+        if p == num_records:
             left = cap - size if size <= cap else -1
-            if not rec_room or left > rec_room[-1]:
+            if not num_records or left > rec_room[-1]:
                 rec_room.append(left)
                 rec_bin.append(len(room))
             room.append(left)
@@ -64,31 +73,24 @@ def pack_micro_batches(lengths: Sequence[int], max_tokens_per_gpu: int, *, cp_si
         bins[b].append(i)
         left = room[b] - size
         room[b] = left
-        _update_records(room, rec_room, rec_bin, p, b, left)
-    return bins
-
-
-def _update_records(room: list[int], rec_room: list[int], rec_bin: list[int], p: int, b: int, left: int) -> None:
-    """Record `p` (micro-batch `b`) shrank to `left`: rebuild the records between records p-1 and p+1."""
-    floor = rec_room[p - 1] if p else -2
-    end = rec_bin[p + 1] if p + 1 < len(rec_bin) else len(room)
-    best = left if left > floor else floor
-    if end - b > 1:
-        gap = room[b + 1 : end]
-        if max(gap) > best:
+        floor = rec_room[p - 1] if p else -2
+        end = rec_bin[p + 1] if p + 1 < num_records else len(room)
+        best = left if left > floor else floor
+        if end - b > 1 and max(room[b + 1 : end]) > best:
             new_room, new_bin = ([left], [b]) if left > floor else ([], [])
-            for j, r in enumerate(gap, start=b + 1):
-                if r > best:
-                    best = r
-                    new_room.append(r)
+            for j in range(b + 1, end):
+                if room[j] > best:
+                    best = room[j]
+                    new_room.append(best)
                     new_bin.append(j)
             rec_room[p : p + 1] = new_room
             rec_bin[p : p + 1] = new_bin
-            return
-    if left > floor:
-        rec_room[p] = left
-    else:
-        del rec_room[p], rec_bin[p]
+        elif left > floor:
+            rec_room[p] = left
+        else:
+            del rec_room[p], rec_bin[p]
+    totals = [cap - r if r >= 0 else lengths[mb[0]] for r, mb in zip(room, bins, strict=True)]
+    return bins, totals
 
 
 def get_minimum_num_micro_batch_size(lengths: Sequence[int], max_tokens_per_gpu: int, *, cp_size: int = 1) -> int:
