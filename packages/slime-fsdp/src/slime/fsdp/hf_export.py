@@ -27,11 +27,15 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".index.json")
 
 
 def _full(param: Tensor, dtype: torch.dtype | None = None) -> Tensor:
-    """The unsharded tensor (cast before gathering, which halves the traffic for bf16)."""
+    """The unsharded tensor, never aliasing the parameter (cast before gathering: half the traffic for bf16)."""
     local = param.detach()
     if dtype is not None:
         local = local.to(dtype)
-    return local.full_tensor() if isinstance(local, DTensor) else local
+    full = local.full_tensor() if isinstance(local, DTensor) else local
+    shard = param.to_local() if isinstance(param, DTensor) else param
+    if full.untyped_storage().data_ptr() == shard.untyped_storage().data_ptr():  # one rank, same dtype
+        full = full.clone()
+    return full
 
 
 def hf_name(name: str) -> str:
@@ -75,7 +79,7 @@ def export_plan(model: nn.Module, dtype: torch.dtype) -> list[tuple[str, Callabl
 def iter_hf_weights(model: nn.Module, *, bucket_bytes: int, dtype: torch.dtype) -> Iterator[NamedTensor]:
     """Yield `(hf_name, full tensor)`, gathering a bucket of about `bucket_bytes` at a time (collective).
 
-    Tensors are read-only views of this moment's weights; copy one to keep it past the next training step.
+    Each tensor is a fresh copy (it never aliases a parameter), so a consumer may keep or modify it.
     """
     bucket: list[NamedTensor] = []
     size = 0
