@@ -43,6 +43,10 @@ def _check_supported(config: FSDPConfig) -> None:
         raise ConfigError(
             "`advantage_estimator`='ppo' needs a critic, which the FSDP trainer lacks; use the Megatron one."
         )
+    if config.loss.use_opd:
+        raise ConfigError(
+            "`use_opd` needs teacher log-probs, which the FSDP trainer does not compute yet; drop --use-opd."
+        )
     if config.lora_rank > 0 and config.ref_load not in (None, config.hf_checkpoint):
         raise ConfigError(
             f"`ref_load`={config.ref_load!r} with LoRA: the reference is the base model with adapters disabled; "
