@@ -197,3 +197,87 @@ def advantages(cfg, batch) -> tuple[list[list[float]], list[list[float]]]:
         it = iter(flat)
         advs = [[next(it) for _ in a] for a in advs]
     return advs, rets
+
+
+# ---------------------------------------------------------------- whole micro-batch loss (inventory 5.2-5.4)
+
+
+def _reduce(values, masks, cfg, denominators, num_tokens, num_samples) -> float:
+    if cfg.calculate_per_token_loss:
+        return sum_of_tokens(values, masks) / max(1.0, num_tokens)
+    return sum_of_sample_mean(values, masks, denominators) / max(1.0, num_samples)
+
+
+def _pg_token(cfg, i, t, batch, seq_log_ratio) -> tuple[float, float]:
+    lp, old, adv = batch.log_probs[i][t], batch.old_log_probs[i][t], batch.advantages[i][t]
+    high = cfg.eps_clip if cfg.eps_clip_high is None else cfg.eps_clip_high
+    if cfg.advantage_estimator == "cispo":
+        return cispo_token(lp, old, adv, cfg.eps_clip, high)
+    log_ratio = seq_log_ratio if cfg.advantage_estimator == "gspo" else lp - old
+    return ppo_token(log_ratio, adv, cfg.eps_clip, high, cfg.eps_clip_c)
+
+
+def loss(cfg, batch, entropy, denominators, num_tokens, num_samples) -> dict[str, float]:
+    """Loss and metrics of `compute_loss` for one micro-batch (`batch`), from the formulas."""
+    tok: dict[str, list[list[float]]] = {k: [] for k in ("pg", "clip", "ppo_kl", "kl", "tis", "tclip", "tabs", "ois")}
+    tok |= {"opsm": [], "diff": []}
+    pg_masks = []
+    for i, mask in enumerate(batch.masks):
+        n, count = len(mask), max(1, sum(mask))
+        lps, olds = batch.log_probs[i], batch.old_log_probs[i]
+        seq = sum(mask[t] * (lps[t] - olds[t]) for t in range(n)) / count
+        drift = -seq
+        row = {k: [] for k in tok}
+        pg_mask = []
+        for t in range(n):
+            pg, clip = _pg_token(cfg, i, t, batch, seq)
+            keep_opsm = 0.0 if (cfg.use_opsm and batch.advantages[i][t] < 0 and drift > cfg.opsm_delta) else 1.0
+            pg *= keep_opsm
+            keep = mask[t]
+            ratio_tr = math.exp(olds[t] - batch.rollout_log_probs[i][t])
+            if cfg.use_tis:
+                rollout = batch.rollout_log_probs[i][t]
+                w, keep_rs, tclip = tis_token(olds[t], rollout, cfg.tis_type, cfg.tis_clip_low, cfg.tis_clip)
+                pg *= w
+                keep = keep * keep_rs
+                row["tis"].append(ratio_tr), row["tclip"].append(tclip), row["tabs"].append(abs(ratio_tr - 1))
+                row["ois"].append(math.exp(lps[t] - olds[t]))
+            k = kl(lps[t], batch.ref_log_probs[i][t], cfg.kl_loss_type)
+            if cfg.use_unbiased_kl:
+                k *= math.exp(lps[t] - olds[t])
+            row["pg"].append(pg), row["clip"].append(clip), row["ppo_kl"].append(olds[t] - lps[t]), row["kl"].append(k)
+            row["opsm"].append(1 - keep_opsm), row["diff"].append(abs(olds[t] - batch.rollout_log_probs[i][t]))
+            pg_mask.append(keep)
+        for key in tok:
+            tok[key].append(row[key])
+        pg_masks.append(pg_mask)
+
+    def red(key, masks=batch.masks):
+        return _reduce(tok[key], masks, cfg, denominators, num_tokens, num_samples)
+
+    out = {"pg_loss": red("pg", pg_masks), "pg_clipfrac": red("clip"), "ppo_kl": red("ppo_kl")}
+    total = out["pg_loss"]
+    if entropy is not None:
+        out["entropy_loss"] = _reduce(entropy, batch.masks, cfg, denominators, num_tokens, num_samples)
+        total -= cfg.entropy_coef * out["entropy_loss"]
+    if cfg.use_kl_loss:
+        out["kl_loss"] = red("kl")
+        total += cfg.kl_loss_coef * out["kl_loss"]
+    if cfg.use_tis:
+        out |= {"tis": red("tis"), "tis_clipfrac": red("tclip"), "tis_abs": red("tabs"), "ois": red("ois")}
+    if cfg.use_opsm:
+        out["opsm_clipfrac"] = red("opsm")
+    out["train_rollout_logprob_abs_diff"] = red("diff")
+    out["loss"] = total
+    return out
+
+
+def value_loss(cfg, values, old_values, returns, masks, denominators, num_tokens, num_samples) -> dict[str, float]:
+    losses, clips = [], []
+    for v, vo, r in zip(values, old_values, returns, strict=True):
+        pairs = [value_token(a, b, c, cfg.value_clip) for a, b, c in zip(v, vo, r, strict=True)]
+        losses.append([p[0] for p in pairs]), clips.append([p[1] for p in pairs])
+    return {
+        "value_loss": _reduce(losses, masks, cfg, denominators, num_tokens, num_samples),
+        "value_clipfrac": _reduce(clips, masks, cfg, denominators, num_tokens, num_samples),
+    }

@@ -101,7 +101,12 @@ def _regularizers(
         if ref_log_probs is None:
             raise ValueError("use_kl_loss needs `ref_log_probs` [T]; pass the reference model's log-probs.")
         # Masked tokens get delta = 0, i.e. an exact zero KL, whatever their log-probs.
-        kl = kl_estimate(torch.where(loss_mask.bool(), log_probs, ref_log_probs), ref_log_probs, config.kl_loss_type)
+        keep = loss_mask.bool()
+        kl = kl_estimate(
+            torch.where(keep, log_probs, torch.zeros_like(log_probs)),
+            torch.where(keep, ref_log_probs, torch.zeros_like(ref_log_probs)),
+            config.kl_loss_type,
+        )
         if config.use_unbiased_kl:
             assert old_log_probs is not None
             kl = kl * torch.exp(token_log_ratio(log_probs, old_log_probs, loss_mask))
