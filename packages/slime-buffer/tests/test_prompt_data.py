@@ -7,8 +7,6 @@ import logging
 import re
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from slime.buffer import PromptDataConfig, PromptDataset, load_prompt_data
@@ -20,6 +18,14 @@ ROWS = [
     {"input": "use a tool", "label": 3, "metadata": '{"difficulty": 2}', "tools": '[{"name": "calc"}]'},
     {"input": "plain", "label": None, "tools": [{"name": "search"}]},
 ]
+
+
+def parquet():
+    """pyarrow, imported only by the parquet tests (it is slow to import)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return pa, pq
 
 
 def write_jsonl(path: Path, rows: list, *, raw_lines: dict[int, bytes] | None = None) -> Path:
@@ -54,6 +60,7 @@ def test_custom_keys_and_chat_wrapping(tmp_path):
 
 
 def test_parquet_reads_like_jsonl(tmp_path):
+    pa, pq = parquet()
     rows = [
         {"input": "a", "label": "x", "metadata": '{"m": 1}'},
         {"input": "b", "label": "y", "metadata": None},
@@ -64,6 +71,7 @@ def test_parquet_reads_like_jsonl(tmp_path):
 
 
 def test_parquet_chat_messages_and_row_range(tmp_path):
+    pa, pq = parquet()
     rows = [{"input": [{"role": "user", "content": f"m{i}"}]} for i in range(10)]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "p.parquet")
     data = load_prompt_data(str(tmp_path / "p.parquet") + "@[-3:]")
@@ -144,6 +152,7 @@ def test_empty_file_is_one_error(tmp_path, content):
 
 
 def test_empty_parquet_and_corrupt_parquet(tmp_path):
+    pa, pq = parquet()
     pq.write_table(pa.table({"input": pa.array([], pa.string())}), tmp_path / "e.parquet")
     with pytest.raises(DataError, match="no usable prompt rows"):
         load_prompt_data(str(tmp_path / "e.parquet"))
@@ -153,6 +162,7 @@ def test_empty_parquet_and_corrupt_parquet(tmp_path):
 
 
 def test_parquet_bad_row_names_its_row(tmp_path):
+    pa, pq = parquet()
     pq.write_table(pa.Table.from_pylist([{"input": "a"}, {"input": None}]), tmp_path / "p.parquet")
     with pytest.raises(DataError, match=r"p\.parquet line 2, key 'input': wrong type.*got null"):
         load_prompt_data(str(tmp_path / "p.parquet"))

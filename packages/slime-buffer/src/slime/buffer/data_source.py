@@ -194,7 +194,10 @@ class RolloutDataSource:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a `state_dict()`; the source then serves exactly what the saved one would have."""
+        """Restore a `state_dict()`; the source then serves exactly what the saved one would have.
+
+        `seed` and `shuffle` are taken from the state (the saved order wins over the constructor's).
+        """
         _check_state(state, len(self))
         buffer = [[Sample.from_dict(s) for s in g] for g in state["buffer"]]
         if any(len(g) != self.n_samples_per_prompt for g in buffer):

@@ -46,8 +46,11 @@ def _align(
     missing = -len(plan) % multiple
     if not missing:
         return plan, totals
-    # Heap of splittable micro-batches, heaviest first; a key (position, half, half, ...) keeps halves in place.
-    heap = [(-t, (j,), mb) for j, (t, mb) in enumerate(zip(totals, plan, strict=True)) if len(mb) > 1]
+    # Only the `missing` heaviest splittable micro-batches, or halves of them, can be split: seed a small heap with
+    # them. A key (position, half, half, ...) puts the halves where their micro-batch was.
+    weights = [t if len(mb) > 1 else -1 for t, mb in zip(totals, plan, strict=True)]
+    seeds = heapq.nlargest(missing, range(len(plan)), key=weights.__getitem__)
+    heap = [(-weights[j], (j,), plan[j]) for j in seeds if weights[j] >= 0]
     heapq.heapify(heap)
     replaced: dict[tuple[int, ...], list[tuple[tuple[int, ...], list[int], int]]] = {}
     for _ in range(missing):
@@ -57,22 +60,29 @@ def _align(
                 "Each data-parallel rank needs at least one sample per step; raise the global batch size."
             )
         _, key, mb = heapq.heappop(heap)
-        halves = _split_in_two(mb, lengths)
         replaced[key] = []
-        for h, half in enumerate(halves):
+        for h, half in enumerate(_split_in_two(mb, lengths)):
             total = sum(lengths[i] for i in half)
             replaced[key].append(((*key, h), half, total))
             if len(half) > 1:
                 heapq.heappush(heap, (-total, (*key, h), half))
-    out: list[tuple[tuple[int, ...], list[int], int]] = []
-    stack = [((j,), mb, t) for j, (mb, t) in reversed(list(enumerate(zip(plan, totals, strict=True))))]
-    while stack:
-        key, mb, total = stack.pop()
-        if key in replaced:
-            stack.extend(reversed(replaced[key]))
-        else:
-            out.append((key, mb, total))
-    return [mb for _, mb, _ in out], [t for _, _, t in out]
+    out_plan: list[list[int]] = []
+    out_totals: list[int] = []
+    done = 0
+    for j in sorted({key[0] for key in replaced}):
+        out_plan += plan[done:j]
+        out_totals += totals[done:j]
+        for mb, total in _leaves((j,), plan[j], totals[j], replaced):
+            out_plan.append(mb)
+            out_totals.append(total)
+        done = j + 1
+    return out_plan + plan[done:], out_totals + totals[done:]
+
+
+def _leaves(key: tuple[int, ...], mb: list[int], total: int, replaced: dict) -> list[tuple[list[int], int]]:
+    if key not in replaced:
+        return [(mb, total)]
+    return [leaf for child, half, t in replaced[key] for leaf in _leaves(child, half, t, replaced)]
 
 
 def distribute_micro_batches(
@@ -94,12 +104,12 @@ def distribute_micro_batches(
         totals = [sum(estimate_flops(lengths[i], hidden_size=hidden_size) for i in mb) for mb in plan]
     else:
         totals = [sum(lengths[i] for i in mb) for mb in plan]
-    return _distribute(plan, totals, dp_size)
+    return _distribute([list(mb) for mb in plan], totals, dp_size)
 
 
-def _distribute(plan: Sequence[Sequence[int]], totals: list[int], dp_size: int) -> list[list[list[int]]]:
+def _distribute(plan: list[list[int]], totals: list[int], dp_size: int) -> list[list[list[int]]]:
     parts = balance_partitions(totals, dp_size, equal_size=True)
-    return [[list(plan[j]) for j in part] for part in parts]
+    return [[plan[j] for j in part] for part in parts]
 
 
 def plan_dp_micro_batches(
