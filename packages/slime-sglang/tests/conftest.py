@@ -9,24 +9,32 @@ from pathlib import Path
 import pytest
 import torch
 
+from slime.sglang.engine_group import EngineGroup, EngineGroupConfig
 from slime.sglang.engine_process import EngineProcess
+from slime.sglang.router import RouterConfig
 from slime.sglang.server_args import EngineConfig
 
 
 @pytest.fixture(scope="session")
-def local_engine(tiny_qwen3_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProcess]:
-    """One local server for tests that do not change its weights or pause it."""
-    engine = EngineProcess(
-        EngineConfig(
-            model_path=str(tiny_qwen3_dir),
-            backend="local",
-            startup_timeout_s=180,
-            log_dir=str(tmp_path_factory.mktemp("engine_logs")),
-        ),  # fmt: skip
+def group(tiny_qwen3_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineGroup]:
+    """The real sglang-router (round robin, 1 s health checks) in front of two local servers.
+
+    Shared by every test of one pytest worker; tests that pause, release or reload weights restore them.
+    """
+    logs = str(tmp_path_factory.mktemp("engine_logs"))
+    config = EngineGroupConfig(
+        engine=EngineConfig(model_path=str(tiny_qwen3_dir), backend="local", startup_timeout_s=300, log_dir=logs),
+        num_engines=2,
+        router=RouterConfig(policy="round_robin", health_check_interval_secs=1, log_dir=logs),
     )
-    engine.launch()
-    yield engine
-    engine.stop()
+    with EngineGroup(config) as started:
+        yield started
+
+
+@pytest.fixture(scope="session")
+def local_engine(group: EngineGroup) -> EngineProcess:
+    """One engine of the group, addressed directly (no router)."""
+    return group.engines[0]
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +48,15 @@ def reference_model(tiny_qwen3_dir: Path) -> torch.nn.Module:
 @pytest.fixture(scope="session")
 def teacher_forced(reference_model: torch.nn.Module) -> Callable[..., list[float]]:
     """`teacher_forced(prompt, output, temperature=1.0)`: reference log-probs from the tiny model."""
-    return functools.partial(teacher_forced_logprobs, reference_model)
+    return lambda prompt, output, temperature=1.0: teacher_forced_batch(
+        reference_model, [(prompt, output)], temperature
+    )[0]
+
+
+@pytest.fixture(scope="session")
+def teacher_forced_many(reference_model: torch.nn.Module) -> Callable[..., list[list[float]]]:
+    """`teacher_forced_many([(prompt, output), ...], temperature=1.0)`: one batched forward for many pairs."""
+    return functools.partial(teacher_forced_batch, reference_model)
 
 
 @pytest.fixture(scope="session")
@@ -49,15 +65,25 @@ def make_prompts() -> Callable[..., list[list[int]]]:
     return random_prompts
 
 
-def teacher_forced_logprobs(
-    model: torch.nn.Module, prompt: list[int], output: list[int], temperature: float = 1.0
-) -> list[float]:
-    """log_softmax(logits / T) of each output token given everything before it, in one forward pass."""
+def teacher_forced_batch(
+    model: torch.nn.Module, pairs: list[tuple[list[int], list[int]]], temperature: float = 1.0
+) -> list[list[float]]:
+    """log_softmax(logits / T) of each output token given everything before it.
+
+    One right-padded forward: with causal attention, padding after a sequence cannot change its positions.
+    """
+    width = max(len(p) + len(o) for p, o in pairs)
+    ids = torch.zeros((len(pairs), width), dtype=torch.long)
+    for row, (prompt, output) in enumerate(pairs):
+        ids[row, : len(prompt) + len(output)] = torch.tensor(prompt + output)
     with torch.no_grad():
-        logits = model(input_ids=torch.tensor([prompt + output])).logits[0].double()
-    scale = temperature if temperature > 1e-6 else 1.0
-    logprobs = torch.log_softmax(logits / scale, dim=-1)[len(prompt) - 1 : -1]
-    return logprobs.gather(-1, torch.tensor(output)[:, None])[:, 0].tolist()
+        logits = model(input_ids=ids).logits.double()
+    logprobs = torch.log_softmax(logits / (temperature if temperature > 1e-6 else 1.0), dim=-1)
+    out = []
+    for row, (prompt, output) in enumerate(pairs):
+        positions = torch.arange(len(prompt) - 1, len(prompt) + len(output) - 1)
+        out.append(logprobs[row, positions, torch.tensor(output)].tolist())
+    return out
 
 
 def random_prompts(count: int, *, seed: int = 0, low: int = 2, high: int = 24) -> list[list[int]]:

@@ -16,16 +16,13 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from slime.sglang.blocking_http import is_ok
 from slime.types import EngineError
 
-# Loopback URLs only: never route them through a proxy from the environment.
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _live: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
 _live_lock = threading.Lock()
 
@@ -129,7 +126,7 @@ class ManagedProcess:
         """
         deadline = time.monotonic() + timeout_s
         for path in paths:
-            while not _http_ok(url + path):
+            while not is_ok(url + path):
                 code = self.returncode()
                 if code is not None:
                     raise EngineError(
@@ -142,14 +139,6 @@ class ManagedProcess:
                         f"command: {' '.join(self.command)}\nlog {self.log_path} (last lines):\n{self.log_tail()}"
                     )
                 time.sleep(poll_s)
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with _opener.open(url, timeout=5) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
 
 
 @atexit.register

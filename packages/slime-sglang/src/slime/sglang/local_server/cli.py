@@ -45,6 +45,14 @@ def parse_config(argv: Sequence[str] | None = None) -> tuple[LocalServerConfig, 
     return LocalServerConfig(**fields), ns.log_level
 
 
+class _QuietHttp2Probes(logging.Filter):
+    """sglang-router opens two HTTP/2 (gRPC) probes per registration; aiohttp answers 400 and would log a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (error is not None and "PRI" in str(error) and type(error).__name__ == "BadHttpMessage")
+
+
 def serve(config: LocalServerConfig) -> None:
     """Load the model, start the scheduler and serve until SIGINT / SIGTERM."""
     import torch
@@ -54,6 +62,7 @@ def serve(config: LocalServerConfig) -> None:
     from slime.sglang.local_server.model_runner import ModelRunner
     from slime.sglang.local_server.scheduler import Scheduler
 
+    logging.getLogger("aiohttp.server").addFilter(_QuietHttp2Probes())
     torch.set_num_threads(config.num_threads)
     runner = ModelRunner(config.model_path, dtype=config.dtype)
     scheduler = Scheduler(

@@ -56,6 +56,8 @@ class Scheduler:
         self._batch: KVBatch | None = None
         self._next_tokens = torch.empty(0, dtype=torch.long)
         self._stopping = False
+        self.num_finished = 0
+        """Requests completed so far (any finish reason); shows how a router spread its traffic."""
         self._thread = threading.Thread(target=self._loop, name="local-server-scheduler", daemon=True)
 
     def start(self) -> None:
@@ -107,7 +109,8 @@ class Scheduler:
 
     def load(self) -> dict[str, int]:
         with self._cond:
-            return {"num_running_reqs": len(self._rows), "num_waiting_reqs": len(self._waiting)}
+            return {"num_running_reqs": len(self._rows), "num_waiting_reqs": len(self._waiting),
+                    "num_finished_reqs": self.num_finished}  # fmt: skip
 
     def _loop(self) -> None:
         while True:
@@ -215,6 +218,7 @@ class Scheduler:
     def _complete(self, request: GenerationRequest) -> None:
         with self._cond:
             self._live.pop(request.rid, None)
+            self.num_finished += 1
         request.done.set()
         if request.on_done is not None:
             request.on_done(request)
