@@ -269,3 +269,57 @@ def test_eval_metrics_per_dataset(cluster: str, tiny_qwen3_dir: Path, plugins: M
     assert m["eval/small"] == 0.5 and m["eval/small/pass@1"] == 0.5 and m["eval/small/pass@4"] == 0.5
     assert m["eval/other"] == 0.0 and m["eval/other/pass@2"] == 0.0
     assert m["eval/small-truncated_ratio"] == 1.0 and m["eval/small/response_len/mean"] == 4.0
+
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+
+
+def test_search_r1_multi_turn_masks_align_token_by_token(cluster: str, tiny_qwen3_dir: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Real engines write the model turns; the policy's decisions are scripted (a random model never searches)."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    import search_r1.generate as multi_turn
+    from search_r1.prepare import make_row
+    from search_r1.retrieval import default_search, format_observation
+
+    script = [("search", "capital of France"), ("search", "Eiffel Tower"), ("answer", "Paris")]
+    outputs = []
+
+    async def recording_router(args: Any, input_ids: list[int], params: dict[str, Any]) -> Any:
+        out = await real_router(args, input_ids, params)
+        outputs.append((list(input_ids), out))
+        return out
+
+    real_router = multi_turn.call_router
+    monkeypatch.setattr(multi_turn, "call_router", recording_router)
+    monkeypatch.setattr(multi_turn, "parse_action", lambda text: script[len(outputs) - 1])
+    data_path = _write(tmp_path / "search.jsonl", [make_row("What is the capital of France?", ["Paris"])])
+    args = _args(cluster, tiny_qwen3_dir, data_path, input_key="prompt", rollout_batch_size=1, n_samples_per_prompt=1,
+                 rollout_max_response_len=1000, search_r1_turn_tokens=6,
+                 custom_generate_function_path="search_r1.generate:generate",
+                 custom_rm_path="search_r1.reward:reward_func")  # fmt: skip
+    ((sample,),) = generate_rollout(args, 0, RolloutDataSource.from_args(args))
+
+    tokenizer = load_tokenizer(str(tiny_qwen3_dir))
+    observations = [format_observation(default_search().search(q, multi_turn.TOP_K)) for _, q in script[:2]]
+    obs_ids = [tokenizer.encode(o, add_special_tokens=False) for o in observations]
+    turns = [list(out.output_ids) for _, out in outputs]
+    assert len(turns) == 3 and all(0 < len(t) <= 6 for t in turns)
+    expected_response = turns[0] + obs_ids[0] + turns[1] + obs_ids[1] + turns[2]
+    prompt_ids = tokenizer.encode(sample.prompt, add_special_tokens=False)
+    sample.validate()
+    assert sample.tokens == prompt_ids + expected_response and sample.response_tokens == expected_response
+    assert sample.loss_mask == ([1] * len(turns[0]) + [0] * len(obs_ids[0]) + [1] * len(turns[1])
+                                + [0] * len(obs_ids[1]) + [1] * len(turns[2]))  # fmt: skip
+    engine_lps = [list(out.output_log_probs) for _, out in outputs]
+    assert sample.rollout_log_probs == (engine_lps[0] + [0.0] * len(obs_ids[0]) + engine_lps[1]
+                                        + [0.0] * len(obs_ids[1]) + engine_lps[2])  # fmt: skip
+    # Token in, token out: every turn continued exactly from the tokens the sample held at that point.
+    assert [inputs for inputs, _ in outputs] == [
+        prompt_ids,
+        prompt_ids + turns[0] + obs_ids[0],
+        prompt_ids + turns[0] + obs_ids[0] + turns[1] + obs_ids[1],
+    ]
+    texts = [out.text for _, out in outputs]
+    assert sample.response == texts[0] + observations[0] + texts[1] + observations[1] + texts[2]
+    assert sample.reward in (0.0, 1.0) and sample.status.is_finished
