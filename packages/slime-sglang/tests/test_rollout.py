@@ -10,7 +10,6 @@ import argparse
 import json
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -19,10 +18,10 @@ from typing import Any
 import pytest
 
 from slime.buffer import RolloutDataSource
-from slime.sglang.engine_process import EngineProcess
+from slime.sglang.engine_group import EngineGroup, EngineGroupConfig
 from slime.sglang.rollout import EvalRolloutOutput, RolloutGroups, generate_rollout, shutdown_rollout_runtimes
 from slime.sglang.rollout.runtime import load_tokenizer
-from slime.sglang.router import Router
+from slime.sglang.router import RouterConfig
 from slime.sglang.server_args import EngineConfig
 from slime.types import Sample, Status
 
@@ -79,25 +78,13 @@ PLUGINS = textwrap.dedent(
 def cluster(tiny_qwen3_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Two local servers registered with a real sglang-router; yields the router URL."""
     logs = str(tmp_path_factory.mktemp("rollout_logs"))
-    config = EngineConfig(model_path=str(tiny_qwen3_dir), backend="local", startup_timeout_s=300, log_dir=logs)
-    engines = [EngineProcess(config, index=i) for i in range(2)]
-    router = Router()
-    try:
-        for engine in engines:
-            engine.start()  # both load the model at once
-        for engine in engines:
-            engine.wait_healthy()
-        url = router.start()
-        for engine in engines:
-            router.add_worker(engine.url)
-        yield url
-    finally:
-        shutdown_rollout_runtimes()
-        stoppers = [threading.Thread(target=p.stop) for p in (router, *engines)]  # each waits out a grace period
-        for thread in stoppers:
-            thread.start()
-        for thread in stoppers:
-            thread.join()
+    engine = EngineConfig(model_path=str(tiny_qwen3_dir), backend="local", startup_timeout_s=300, log_dir=logs)
+    group = EngineGroup(EngineGroupConfig(engine=engine, num_engines=2, router=RouterConfig(log_dir=logs)))
+    with group:
+        try:
+            yield group.router_url
+        finally:
+            shutdown_rollout_runtimes()
 
 
 @pytest.fixture(scope="module")
