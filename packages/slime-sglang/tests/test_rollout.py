@@ -19,6 +19,7 @@ import pytest
 
 from slime.buffer import RolloutDataSource
 from slime.sglang.engine_group import EngineGroup, EngineGroupConfig
+from slime.sglang.rewards import shutdown_grading_pool
 from slime.sglang.rollout import EvalRolloutOutput, RolloutGroups, generate_rollout, shutdown_rollout_runtimes
 from slime.sglang.rollout.runtime import load_tokenizer
 from slime.sglang.router import RouterConfig
@@ -85,6 +86,7 @@ def cluster(tiny_qwen3_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
             yield group.router_url
         finally:
             shutdown_rollout_runtimes()
+            shutdown_grading_pool()
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +167,18 @@ def test_group_rm_scores_each_group_once(cluster: str, tiny_qwen3_dir: Path, plu
     groups = generate_rollout(args, 0, RolloutDataSource.from_args(args))
     assert [[s.reward for s in g] for g in groups] == [[0.0, 1.0, 2.0]] * 2
 
+
+
+def test_reward_hub_scores_inside_the_rollout(cluster: str, tiny_qwen3_dir: Path, tmp_path: Path) -> None:
+    """--rm-type math grades in the grading process pool (math-verify needs a main thread); metadata overrides it."""
+    rows = [{"input": "2 + 3 = ?", "label": "5"}, {"input": "say hi", "label": "hi", "metadata": {"rm_type": "f1"}}]
+    args = _args(cluster, tiny_qwen3_dir, _write(tmp_path / "hub.jsonl", rows), custom_rm_path=None, rm_type="math")
+    groups = generate_rollout(args, 0, RolloutDataSource.from_args(args))
+    for group in groups:
+        for sample in group:
+            _check_trainable(sample, 8)
+            assert isinstance(sample.reward, float) and 0.0 <= sample.reward <= 1.0
+    assert groups[0][0].reward == 0.0  # a random model does not box the answer
 
 def test_dynamic_sampling_refills_and_aborts_the_surplus(cluster: str, tiny_qwen3_dir: Path, plugins: ModuleType,
                                                          prompts: str) -> None:  # fmt: skip
