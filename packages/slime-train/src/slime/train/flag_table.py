@@ -277,12 +277,14 @@ _ROWS: tuple[tuple[Any, ...], ...] = (
     ('Optimizer (shared with Megatron)', '--lr-decay-style', 'str', 'constant', ('constant', 'linear', 'cosine'), None, None, True, 'Learning-rate schedule.'),
     ('Optimizer (shared with Megatron)', '--lr-warmup-iters', 'int', 0, None, None, None, True, 'Warmup optimizer steps.'),
     ('Optimizer (shared with Megatron)', '--lr-decay-iters', 'int', None, None, None, None, True, 'Steps over which the LR decays (default: the whole run).'),
-    ('Optimizer (shared with Megatron)', '--weight-decay', 'float', 0.0, None, None, None, True, 'AdamW weight decay.'),
+    ('Optimizer (shared with Megatron)', '--weight-decay', 'float', 0.01, None, None, None, True, 'AdamW weight decay.'),
     ('Optimizer (shared with Megatron)', '--adam-beta1', 'float', 0.9, None, None, None, True, 'Adam beta1.'),
-    ('Optimizer (shared with Megatron)', '--adam-beta2', 'float', 0.98, None, None, None, True, 'Adam beta2.'),
+    ('Optimizer (shared with Megatron)', '--adam-beta2', 'float', 0.999, None, None, None, True, 'Adam beta2.'),
     ('Optimizer (shared with Megatron)', '--adam-eps', 'float', 1e-08, None, None, None, True, 'Adam epsilon.'),
     ('Megatron checkpoint', '--ckpt-step', 'int', None, None, None, None, True, 'Iteration to load from --load.'),
     ('Metrics', '--metrics-jsonl', 'str', None, None, None, None, False, 'Also append every metrics dict as one JSON line to this file.'),
+    ('Cluster / placement', '--no-ray', 'store_true', False, None, None, None, False, 'Run the rollout host and the trainer in this process instead of Ray actors (debugging; one trainer rank).'),
+    ('Cluster / placement', '--ray-num-cpus', 'float', None, None, None, None, False, 'CPUs of the local Ray cluster this job starts when none is running (default: all).'),
 )
 # fmt: on
 

@@ -1,0 +1,61 @@
+"""Ray actors that only remote the hosts: `RolloutHost` and one `TrainerHost` per trainer rank.
+
+Starts (or joins) the Ray cluster, creates the placement group from `placement.plan_placement`, and puts
+each trainer rank in its bundle. Ray never leaks below slime.train; the hosts run the same without it.
+A local cluster binds loopback only and has token auth off, which is what a single machine needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from slime.train.handles import Group, RayHandle
+from slime.train.placement import create_placement_group, plan_placement
+
+
+def init_ray(args: argparse.Namespace) -> None:
+    """Join the cluster named by RAY_ADDRESS (`ray job submit`, `ray start`) or start a loopback-only one."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+        return
+    # Without these Ray 2.60 binds the machine's public address and writes an auth token to $HOME.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=args.ray_num_cpus, include_dashboard=False, log_to_driver=True)
+
+
+def _gpu_count() -> int:
+    import ray
+
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
+def start_ray_hosts(args: argparse.Namespace) -> tuple[RayHandle, Group]:
+    """Create the placement group and the actors; return their handles."""
+    import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    from slime.train.rollout_host import RolloutHost
+    from slime.train.trainer_host import TrainerHost
+
+    init_ray(args)
+    plan = plan_placement(args, num_gpus=_gpu_count())
+    group = create_placement_group(plan)
+    env = {"env_vars": {k: v for k, v in os.environ.items() if k.startswith(("RAY_", "OMP_", "TOKENIZERS_"))}}
+    rollout_actor: Any = ray.remote(num_cpus=0.1, runtime_env=env)(RolloutHost).remote(args)
+    world = len(plan.actor_bundles)
+    trainer_cls: Any = ray.remote(num_cpus=plan.cpu_per_bundle, num_gpus=0.4 if plan.use_gpu else 0, runtime_env=env)(
+        TrainerHost
+    )
+    ranks = [
+        trainer_cls.options(scheduling_strategy=PlacementGroupSchedulingStrategy(
+            placement_group=group, placement_group_bundle_index=bundle)).remote(args, rank=rank, world_size=world)
+        for rank, bundle in enumerate(plan.actor_bundles)
+    ]  # fmt: skip
+    return RayHandle(rollout_actor), Group([RayHandle(r) for r in ranks])

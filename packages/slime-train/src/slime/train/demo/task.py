@@ -1,0 +1,43 @@
+"""The demo's toy task: "write N digits" / "write N letters"; the reward is the fraction of the response
+characters (up to the requested count) that belong to the requested class.
+
+A random model emits the right class only by chance (about 10-30 % of characters), so the reward starts
+low but non-zero and GRPO has a signal from the first step; learning it means reading the prompt. This
+module writes the prompt file and scores responses; it knows nothing of engines or trainers.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+from pathlib import Path
+from typing import Any
+
+CLASSES = {"digits": string.digits, "letters": string.ascii_lowercase}
+ANSWER_LEN = 8
+
+
+def make_prompts(path: str | Path, num_prompts: int = 256, seed: int = 0) -> Path:
+    """Write `num_prompts` jsonl rows `{"input", "label", "metadata"}`; deterministic in `seed`."""
+    rng = random.Random(seed)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(num_prompts):
+            kind = rng.choice(sorted(CLASSES))
+            row = {"input": f"write {kind}:", "label": kind, "metadata": {"id": i}}
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
+def score(response: str, label: str) -> float:
+    """Fraction of the first `ANSWER_LEN` response characters in the label's class (short answers lose)."""
+    allowed = CLASSES[label]
+    head = response[:ANSWER_LEN]
+    return sum(ch in allowed for ch in head) / ANSWER_LEN
+
+
+async def reward_func(args: Any, sample: Any, **kwargs: Any) -> float:
+    """slime custom-rm signature (`--custom-rm-path slime.train.demo.task:reward_func`)."""
+    return score(sample.response, sample.label)

@@ -1,0 +1,150 @@
+"""The two training loops, in slime's order, as thin drivers of the rollout host and the trainer group.
+
+Synchronous (`train.py`): rollout -> train -> save -> sync weights -> eval, with offload/onload around
+each phase when colocated. Asynchronous (`train_async.py`): the rollout of step n+1 is started before
+training on step n and its samples may be at most `max_staleness` policy versions old. Both loops only
+sequence calls; the work lives in the hosts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from typing import Any
+
+from slime.train.handles import Group, LocalHandle, RayHandle
+from slime.train.metrics import FanOut
+from slime.train.run_state import save_run_state
+
+
+@dataclasses.dataclass(kw_only=True)
+class Job:
+    """What a loop drives."""
+
+    args: argparse.Namespace
+    rollout: LocalHandle | RayHandle
+    trainer: Group
+    metrics: FanOut
+    start_rollout_id: int
+    num_rollout: int
+
+
+def _call(handle: LocalHandle | RayHandle, method: str, *args: Any) -> Any:
+    return handle.submit(method, *args).result()
+
+
+def _sync_weights(job: Job, version: int) -> float:
+    started = time.perf_counter()
+    urls = _call(job.rollout, "engine_urls")
+    job.trainer.call("update_weights", urls, version)
+    return time.perf_counter() - started
+
+
+def _should_save(args: argparse.Namespace, rollout_id: int, num_rollout: int) -> bool:
+    if not args.save:
+        return False
+    last = rollout_id + 1 == num_rollout
+    return last or (args.save_interval is not None and (rollout_id + 1) % args.save_interval == 0)
+
+
+def _save(job: Job, rollout_id: int) -> None:
+    job.trainer.call("save", rollout_id)
+    state = _call(job.rollout, "state_dict")
+    save_run_state(job.args.save, rollout_id, {"data_source": state})
+
+
+def _maybe_eval(job: Job, rollout_id: int, *, before_training: bool = False) -> None:
+    args = job.args
+    if args.eval_interval is None:
+        return
+    due = (rollout_id + 1) % args.eval_interval == 0 or rollout_id + 1 == job.num_rollout
+    if before_training:
+        due = rollout_id == 0 and not args.skip_eval_before_train
+    if due:
+        job.metrics.log(_call(job.rollout, "evaluate", rollout_id), rollout_id)
+
+
+def _train_one(job: Job, rollout_id: int, batch: Any) -> dict[str, float]:
+    args = job.args
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    if args.offload_rollout:
+        _call(job.rollout, "release_memory")
+    if args.offload_train:
+        job.trainer.call("onload")
+    results = job.trainer.call("train", rollout_id, batch)
+    timings["perf/train_time"] = time.perf_counter() - started
+    if _should_save(args, rollout_id, job.num_rollout):
+        t0 = time.perf_counter()
+        _save(job, rollout_id)
+        timings["perf/save_time"] = time.perf_counter() - t0
+    return {**results[0], **timings}
+
+
+def run_sync(job: Job) -> FanOut:
+    """slime's `train.py` loop; returns the metrics history."""
+    args = job.args
+    job.metrics.log({"perf/update_weights_time": _sync_weights(job, job.start_rollout_id)}, job.start_rollout_id)
+    for rollout_id in range(job.start_rollout_id, job.num_rollout):
+        step_started = time.perf_counter()
+        _maybe_eval(job, rollout_id, before_training=True)
+        batch, rollout_metrics = _call(job.rollout, "generate", rollout_id)
+        rollout_time = time.perf_counter() - step_started
+        train_metrics = _train_one(job, rollout_id, batch)
+        if args.offload_rollout:
+            _call(job.rollout, "resume_memory")
+        sync_time = _sync_weights(job, rollout_id + 1)
+        if args.offload_train:
+            job.trainer.call("offload")
+        _maybe_eval(job, rollout_id)
+        step_time = time.perf_counter() - step_started
+        job.metrics.log(
+            {**rollout_metrics, **train_metrics, "perf/rollout_time": rollout_time,
+             "perf/update_weights_time": sync_time, "perf/step_time": step_time},
+            rollout_id,
+        )  # fmt: skip
+    return job.metrics
+
+
+def run_async(job: Job) -> FanOut:
+    """slime's `train_async.py` loop: generation of step n+1 overlaps training on step n.
+
+    Weights are pushed every `--update-weights-interval` rollouts, after waiting for the in-flight
+    generation, so a sample is at most `update_weights_interval` policy versions stale (one by default).
+    """
+    args = job.args
+    interval = max(1, args.update_weights_interval)
+    job.metrics.log({"perf/update_weights_time": _sync_weights(job, job.start_rollout_id)}, job.start_rollout_id)
+    pending = job.rollout.submit("generate", job.start_rollout_id)
+    for rollout_id in range(job.start_rollout_id, job.num_rollout):
+        step_started = time.perf_counter()
+        batch, rollout_metrics = pending.result()
+        wait_time = time.perf_counter() - step_started
+        if rollout_id + 1 < job.num_rollout:
+            pending = job.rollout.submit("generate", rollout_id + 1)
+        train_metrics = _train_one(job, rollout_id, batch)
+        sync_time = 0.0
+        if (rollout_id + 1) % interval == 0:
+            if rollout_id + 1 < job.num_rollout:
+                # The next batch was generated with the old weights; collect it before swapping them.
+                finished = pending.result()
+                pending = _Done(finished)
+            sync_time = _sync_weights(job, rollout_id + 1)
+        _maybe_eval(job, rollout_id)
+        job.metrics.log(
+            {**rollout_metrics, **train_metrics, "perf/rollout_wait_time": wait_time,
+             "perf/update_weights_time": sync_time, "perf/step_time": time.perf_counter() - step_started},
+            rollout_id,
+        )  # fmt: skip
+    return job.metrics
+
+
+class _Done:
+    """A pending call that already finished."""
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def result(self) -> Any:
+        return self._value

@@ -1,0 +1,148 @@
+"""`RolloutHost`: the engines + router, the data source and the rollout functions of one run.
+
+slime's RolloutManager without Ray: it starts an `EngineGroup` (SGLang servers on GPU, local
+SGLang-protocol servers on CPU) behind the real sglang-router, points `args.sglang_router_ip/port` at it
+(the rollout function reaches engines through the router, as in slime), resolves the rollout / eval
+functions once, and turns each rollout's scored groups into a `RolloutBatch` plus `rollout/*` metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlparse
+
+from slime.types import ContractError, RolloutBatch, RolloutFn, Sample, resolve
+
+
+def _engine_group(args: argparse.Namespace) -> Any:
+    from slime.sglang.engine_group import EngineGroup, EngineGroupConfig
+    from slime.sglang.router import RouterConfig
+    from slime.sglang.server_args import EngineConfig, split_sglang_args
+
+    _, engine_flags = split_sglang_args(args.sglang_passthrough)
+    router_flags = [
+        t.replace("--router-", "--", 1) if t.startswith("--router-") else t
+        for t in args.sglang_passthrough
+        if t not in engine_flags and not t.startswith("--sglang-")
+    ]
+    if args.rollout_num_engines is not None:
+        num_engines = args.rollout_num_engines
+    elif args.rollout_engine == "local":
+        num_engines = 1
+    else:
+        num_engines = max(1, (args.rollout_num_gpus or 0) // args.rollout_num_gpus_per_engine)
+    engine = EngineConfig(
+        model_path=args.hf_checkpoint,
+        backend="local" if args.rollout_engine == "local" else "sglang",
+        num_gpus_per_engine=args.rollout_num_gpus_per_engine,
+        server_args=tuple(engine_flags),
+    )
+    router = RouterConfig(
+        ip=args.sglang_router_ip,
+        port=args.sglang_router_port,
+        request_timeout_secs=args.sglang_router_request_timeout_secs,
+        extra_args=tuple(router_flags),
+    )
+    return EngineGroup(
+        EngineGroupConfig(
+            engine=engine, num_engines=num_engines, router=router, server_concurrency=args.sglang_server_concurrency
+        )
+    )
+
+
+def _alias(path: str) -> str:
+    from slime.sglang.rollout import SLIME_PATH_ALIASES
+
+    return SLIME_PATH_ALIASES.get(path, path)
+
+
+def rollout_metrics(groups: Sequence[Sequence[Sample]], reward_key: str | None) -> dict[str, float]:
+    """slime's `rollout/*` basics: reward mean/std, effective response length, truncation, zero-std groups."""
+    samples = [s for g in groups for s in g]
+    rewards = [s.get_reward_value(reward_key) for s in samples]
+    lengths = [s.effective_response_length for s in samples]
+    zero_std = sum(1 for g in groups if len({s.get_reward_value(reward_key) for s in g}) == 1)
+    return {
+        "rollout/reward_mean": statistics.fmean(rewards),
+        "rollout/reward_std": statistics.pstdev(rewards) if len(rewards) > 1 else 0.0,
+        "rollout/response_len_mean": statistics.fmean(lengths),
+        "rollout/response_len_max": float(max(lengths)),
+        "rollout/truncated_ratio": sum(s.status == Sample.Status.TRUNCATED for s in samples) / len(samples),
+        "rollout/zero_std_group_frac": zero_std / len(groups),
+        "rollout/num_samples": float(len(samples)),
+    }
+
+
+class RolloutHost:
+    """Engines, router, data and rollout functions of one run."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from slime.buffer import RolloutDataSource
+
+        self.args = argparse.Namespace(**vars(args))
+        self.rollout_fn: Any = resolve(_alias(args.rollout_function_path), RolloutFn, flag="--rollout-function-path")
+        self.eval_fn: Any = resolve(_alias(args.eval_function_path), RolloutFn, flag="--eval-function-path")
+        self.data_source = RolloutDataSource.from_args(self.args)
+        self.group = _engine_group(self.args)
+        self.group.start()
+        router = urlparse(self.group.router_url)
+        self.args.sglang_router_ip, self.args.sglang_router_port = router.hostname, router.port
+
+    def engine_urls(self) -> list[str]:
+        """URLs of the live engines (weight updates go to each directly)."""
+        return list(self.group.engine_urls)
+
+    def num_rollout_per_epoch(self) -> int:
+        """Rollouts in one pass over the prompt data (slime: len(dataset) // rollout_batch_size)."""
+        return max(1, len(self.data_source) // self.args.rollout_batch_size)
+
+    def generate(self, rollout_id: int) -> tuple[RolloutBatch, dict[str, float]]:
+        """Run the rollout function; return the training batch and `rollout/*` metrics."""
+        groups = self.rollout_fn(self.args, rollout_id, self.data_source)
+        if not isinstance(groups, list) or not groups:
+            raise ContractError(f"--rollout-function-path returned {type(groups).__name__}, not list[list[Sample]].")
+        metrics = rollout_metrics(groups, self.args.reward_key)
+        metrics.update(getattr(groups, "metrics", {}))
+        return RolloutBatch.from_groups(rollout_id, groups, self.args.reward_key), metrics
+
+    def evaluate(self, rollout_id: int) -> dict[str, float]:
+        """Run the eval function; return its `eval/*` metrics."""
+        result = self.eval_fn(self.args, rollout_id, self.data_source, evaluation=True)
+        return {k: float(v) for k, v in getattr(result, "metrics", {}).items()}
+
+    def _control(self, method: str) -> None:
+        from slime.sglang.client import EngineClient
+
+        async def call() -> None:
+            # A client per call: its session belongs to this short-lived event loop.
+            async with EngineClient(self.group.router_url, worker_urls=self.engine_urls()) as client:
+                await getattr(client, method)()
+
+        asyncio.run(call())
+
+    def release_memory(self) -> None:
+        """Engines drop weights / KV cache memory while the trainer runs (colocate)."""
+        self._control("release_memory_occupation")
+
+    def resume_memory(self) -> None:
+        """Engines take their memory back before the weight sync."""
+        self._control("resume_memory_occupation")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The data source's state, the partial-rollout buffer included."""
+        return self.data_source.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+        self.data_source.load_state_dict(state)
+
+    def shutdown(self) -> None:
+        """Stop engines and router; close the rollout event loop."""
+        from slime.sglang.rollout import shutdown_rollout_runtimes
+
+        shutdown_rollout_runtimes()
+        self.group.shutdown()
