@@ -27,8 +27,11 @@ class EngineProcess:
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "engine_worker.py")],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
-        )  # fmt: skip
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
         self._replies: queue.Queue[dict[str, Any]] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 

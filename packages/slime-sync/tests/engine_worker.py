@@ -18,6 +18,8 @@ import slime.sync as sync
 _BUILDERS = {
     "shm": lambda load, a: sync.SharedMemoryReceiver(load, **a),
     "disk": lambda load, a: sync.DiskReceiver(load, **a),
+    "delta": lambda load, a: sync.DeltaReceiver(load, **a),
+    "broadcast": lambda load, a: sync.BroadcastReceiver(load, **a),
 }
 
 

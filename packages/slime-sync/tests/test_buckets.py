@@ -33,8 +33,10 @@ def test_every_byte_accounted_once_and_limit_held(specs: list[TensorSpec], bucke
         assert m.index == index
         m.validate()  # in bounds, aligned, no overlap
         assert all(e.dtype == m.dtype and e.offset % ALIGNMENT == 0 for e in m.entries)
-        assert all((e.shape, e.dtype, e.nbytes) == (by_name[e.name].shape, by_name[e.name].dtype,
-                                                     by_name[e.name].nbytes) for e in m.entries)  # fmt: skip
+        assert all(
+            (e.shape, e.dtype, e.nbytes) == (by_name[e.name].shape, by_name[e.name].dtype, by_name[e.name].nbytes)
+            for e in m.entries
+        )
         assert m.nbytes <= bucket_bytes or len(m.entries) == 1
         if m.entries:
             assert m.nbytes == max(e.offset + e.nbytes for e in m.entries)

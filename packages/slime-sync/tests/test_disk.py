@@ -34,8 +34,9 @@ def test_round_trip_across_processes(engines, weight_factory, expect, tmp_path) 
 def test_killed_sender_leaves_receiver_on_old_version(engines, tmp_path) -> None:
     engine = engines[0]
     engine.new("disk", root=str(tmp_path))
-    proc = subprocess.Popen([sys.executable, str(HERE / "sender_worker.py"), str(tmp_path)],
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "sender_worker.py"), "disk", str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None
     try:
         lines = (json.loads(line[3:]) for line in proc.stdout if line.startswith("@@ "))

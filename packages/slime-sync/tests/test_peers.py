@@ -13,8 +13,20 @@ def test_loopback(host: str) -> None:
     assert is_loopback_peer(host)
 
 
-@pytest.mark.parametrize("host", ["10.0.0.1", "0.0.0.0", "::", "192.168.1.2", "::ffff:10.0.0.1", "", "evil.localhost",
-                                  "127.0.0.1.evil.com", "not an address"])  # fmt: skip
+@pytest.mark.parametrize(
+    "host",
+    [
+        "10.0.0.1",
+        "0.0.0.0",
+        "::",
+        "192.168.1.2",
+        "::ffff:10.0.0.1",
+        "",
+        "evil.localhost",
+        "127.0.0.1.evil.com",
+        "not an address",
+    ],
+)
 def test_not_loopback(host: str) -> None:
     assert not is_loopback_peer(host)
 

@@ -36,7 +36,10 @@ def test_versions_and_bad_payloads_keep_weights(engines, weight_factory, expect)
     keep = SharedMemorySender(engine.deliver("shm"), bucket_bytes=4096)
     keep.publish(weights.items(), 5)
     assert engine.call(op="apply", transport="shm", payload=payloads[0], peer="::1") == {
-        "ok": True, "version": 5, "held": 5}  # fmt: skip  # same version: a no-op that reports it
+        "ok": True,
+        "version": 5,
+        "held": 5,
+    }  # same version: a no-op that reports it
 
     older = json.loads(json.dumps(payloads[0]))
     older["version"] = 4
@@ -82,3 +85,20 @@ def test_loader_failure_keeps_version(weights) -> None:
     with pytest.raises(WeightSyncError, match="load_weights failed"):
         sender.publish(weights.items(), 3)
     assert receiver.version == -1
+
+
+def test_cuda_handle_fields_round_trip_through_json_without_pickle() -> None:
+    from slime.sync.ipc import _CUDA_PARAMS, _decode, _encode, open_buffer
+
+    values = (torch.Tensor, torch.Size([8]), (1,), 0, torch.storage.TypedStorage, torch.uint8, 0, b"\x00\xff",
+              8, 0, False, b"ref", 0, None, True)  # fmt: skip
+    encoded = json.loads(json.dumps({n: _encode(v) for n, v in zip(_CUDA_PARAMS, values, strict=True)}))
+    decoded = {n: _decode(v) for n, v in encoded.items()}
+    assert tuple(decoded.values()) == tuple(tuple(v) if isinstance(v, torch.Size) else v for v in values)
+    for forged in ({"class": "os.system"}, {"dtype": "__class__"}, {"bytes": 5}, {"eval": "1"}, [1, 2]):
+        with pytest.raises(WeightSyncError):
+            _decode(forged)
+    with pytest.raises(WeightSyncError, match="do not match"):
+        open_buffer({"kind": "cuda_ipc", "fields": {"tensor_cls": {"class": "torch.Tensor"}}}, 8)
+    with pytest.raises(WeightSyncError, match="unknown memory handle"):
+        open_buffer({"kind": "pickle"}, 8)

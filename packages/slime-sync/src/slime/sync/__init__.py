@@ -1,23 +1,30 @@
-"""slime.sync: weight transport from trainers to engines: bucket planning, colocated / broadcast / disk / delta."""
+"""slime.sync: weight transport from trainers to engines: bucket planning, colocated / broadcast / disk / delta.
 
-from slime.sync.buckets import (
-    DEFAULT_BUCKET_BYTES,
-    BucketEntry,
-    BucketManifest,
-    TensorSpec,
-    flatten_bucket,
-    plan_buckets,
-    unflatten_bucket,
-)
-from slime.sync.disk import DiskReceiver, DiskSender, latest_disk_payload
-from slime.sync.handshake import FORMAT, LoadWeights, PayloadHeader, VersionedReceiver
-from slime.sync.peers import is_loopback_peer
-from slime.sync.shared_memory import SharedMemoryReceiver, SharedMemorySender
-from slime.sync.tensor_bytes import tensor_checksum
+Names resolve lazily (PEP 562), so `import slime.sync.shared_memory` needs only torch (no safetensors/zstandard).
+"""
 
-__all__ = [
-    "DEFAULT_BUCKET_BYTES", "FORMAT", "BucketEntry", "BucketManifest", "DiskReceiver", "DiskSender", "LoadWeights",
-    "PayloadHeader", "SharedMemoryReceiver", "SharedMemorySender", "TensorSpec", "VersionedReceiver",
-    "flatten_bucket", "is_loopback_peer", "latest_disk_payload", "plan_buckets", "tensor_checksum",
-    "unflatten_bucket",
-]  # fmt: skip
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {  # module -> its public names
+    "broadcast": ("BroadcastReceiver", "BroadcastSender"),
+    "buckets": ("DEFAULT_BUCKET_BYTES", "BucketEntry", "BucketManifest", "TensorSpec", "flatten_bucket",
+                "plan_buckets", "unflatten_bucket"),
+    "delta": ("DeltaReceiver", "DeltaSender"),
+    "disk": ("DiskReceiver", "DiskSender", "latest_disk_payload"),
+    "handshake": ("FORMAT", "LoadWeights", "PayloadHeader", "VersionedReceiver"),
+    "peers": ("is_loopback_peer",),
+    "shared_memory": ("SharedMemoryReceiver", "SharedMemorySender"),
+    "tensor_bytes": ("tensor_checksum",),
+}  # fmt: skip
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'slime.sync' has no attribute {name!r}")
+    globals()[name] = value = getattr(importlib.import_module(f"slime.sync.{_MODULE_OF[name]}"), name)
+    return value

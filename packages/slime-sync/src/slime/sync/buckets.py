@@ -62,8 +62,13 @@ class BucketEntry:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "offset": self.offset,
-                "nbytes": self.nbytes}  # fmt: skip
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "offset": self.offset,
+            "nbytes": self.nbytes,
+        }
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -82,8 +87,12 @@ class BucketManifest:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form; `BucketManifest.from_dict(m.to_dict()) == m`."""
-        return {"index": self.index, "dtype": self.dtype, "nbytes": self.nbytes,
-                "entries": [e.to_dict() for e in self.entries]}  # fmt: skip
+        return {
+            "index": self.index,
+            "dtype": self.dtype,
+            "nbytes": self.nbytes,
+            "entries": [e.to_dict() for e in self.entries],
+        }
 
     @classmethod
     def from_dict(cls, data: Any) -> BucketManifest:

@@ -43,8 +43,13 @@ class PayloadHeader:
 
     def to_dict(self) -> dict[str, Any]:
         """The header fields of a payload."""
-        return {"format": FORMAT, "transport": self.transport, "version": self.version, "part": self.part,
-                "num_parts": self.num_parts}  # fmt: skip
+        return {
+            "format": FORMAT,
+            "transport": self.transport,
+            "version": self.version,
+            "part": self.part,
+            "num_parts": self.num_parts,
+        }
 
     @classmethod
     def parse(cls, payload: Any, transport: str) -> PayloadHeader:
@@ -159,7 +164,11 @@ class VersionedReceiver:
                     )
                 logger.info("weight version %d already applied; nothing to do", header.version)
                 return self._version
-            self._check_part(header)
+            try:
+                self._check_part(header)
+            except WeightSyncError:
+                self._discard(header, payload)
+                raise
             staged = self._stage(header, payload)
             if self._verify:
                 verify_checksums(staged, payload.get("checksums") or {})

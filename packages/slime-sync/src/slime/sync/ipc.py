@@ -90,9 +90,10 @@ def _b64(raw: bytes) -> str:
 
 
 def _unb64(text: Any) -> bytes:
-    if not isinstance(text, str):
-        raise TypeError(f"expected base64 text, got {type(text).__name__}")
-    return base64.b64decode(text.encode("ascii"), validate=True)
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (AttributeError, ValueError) as exc:  # not a str, not ASCII, or not base64
+        raise WeightSyncError(f"garbled base64 field in a memory handle: {text!r:.80}") from exc
 
 
 def _open_cpu(handle: Mapping[str, Any]) -> torch.Tensor:
