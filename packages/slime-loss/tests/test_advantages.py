@@ -121,3 +121,16 @@ def test_advantages_have_no_autograd_history():
         loss_mask=torch.ones(3), old_log_probs=old, ref_log_probs=torch.zeros(3) - 0.5,
     )  # fmt: skip
     assert not adv.requires_grad
+
+
+def test_on_policy_distillation_subtracts_reverse_kl_before_whitening():
+    common = {"rewards": torch.tensor([1.0, 0.0]), "group_ids": torch.tensor([0, 0]),
+              "cu_seqlens": torch.tensor([0, 2, 3]), "loss_mask": torch.ones(3),
+              "old_log_probs": torch.tensor([-1.0, -2.0, -0.5]),
+              "teacher_log_probs": torch.tensor([-1.5, -1.0, -0.5])}  # fmt: skip
+    base, _ = compute_advantages(LossConfig(), **common)
+    opd, returns = compute_advantages(LossConfig(use_opd=True, opd_kl_coef=0.5), **common)
+    torch.testing.assert_close(opd, base - 0.5 * torch.tensor([0.5, -1.0, 0.0]))
+    torch.testing.assert_close(returns, base)  # returns are the estimator's, as in slime
+    with pytest.raises(ValueError, match="teacher_log_probs"):
+        compute_advantages(LossConfig(use_opd=True), **{k: v for k, v in common.items() if k != "teacher_log_probs"})

@@ -252,3 +252,19 @@ def test_value_loss_matches_reference_and_clipped_tokens_have_no_gradient(batch,
             values - returns
         ) ** 2
         assert torch.equal(grad[outside & clipped_wins], torch.zeros_like(grad[outside & clipped_wins]))
+
+
+@settings(max_examples=25)
+@given(batch=batches(extreme=False), config=loss_configs())
+def test_float32_compute_loss_matches_float64_reference(batch, config):
+    entropy = _entropy(batch)
+    inputs = _inputs(batch, entropy)
+    inputs = {k: v.detach().float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+              for k, v in inputs.items()}  # fmt: skip
+    inputs["log_probs"].requires_grad_()
+    _, metrics = compute_loss(config, **inputs)
+    num_tokens, num_samples = float(inputs["num_global_tokens"]), inputs["num_global_samples"]
+    want = naive.loss(config, batch, entropy, batch.denominators(), num_tokens, num_samples)
+    for name, value in want.items():
+        assert metrics[name].dtype == torch.float32
+        torch.testing.assert_close(metrics[name], torch.tensor(value, dtype=torch.float32), rtol=1e-4, atol=1e-5)

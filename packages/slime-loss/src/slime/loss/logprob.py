@@ -29,6 +29,11 @@ def _row_chunk(logits: Tensor, chunk_size: int | None) -> int:
     return max(1, DEFAULT_CHUNK_ELEMENTS // max(1, logits.shape[-1]))
 
 
+def _row_dot(a: Tensor, b: Tensor) -> Tensor:
+    """sum_v a[r, v] * b[r, v] per row, as a batched matmul (no [rows, V] temporary)."""
+    return (a.unsqueeze(1) @ b.unsqueeze(2)).reshape(a.shape[0])
+
+
 class _LogProbEntropy(torch.autograd.Function):
     """Fused log-prob (of `target_ids`) and entropy of softmax(logits / temperature), chunked over rows."""
 
@@ -47,15 +52,15 @@ class _LogProbEntropy(torch.autograd.Function):
         log_probs = torch.zeros(num_tokens, dtype=dtype, device=logits.device)
         entropy = torch.zeros(num_tokens, dtype=dtype, device=logits.device)
         for start in range(0, num_tokens, chunk):
-            z = logits[start : start + chunk].to(dtype) / temperature
+            end = start + chunk
+            z = logits[start:end].to(dtype) * (1.0 / temperature)  # always a fresh [chunk, V] buffer
             lse_c = torch.logsumexp(z, dim=-1)
-            lse[start : start + chunk] = lse_c
+            lse[start:end] = lse_c
             if target_ids is not None:
-                picked = z.gather(-1, target_ids[start : start + chunk].unsqueeze(-1)).squeeze(-1)
-                log_probs[start : start + chunk] = picked - lse_c
+                log_probs[start:end] = z.gather(-1, target_ids[start:end].unsqueeze(-1)).squeeze(-1) - lse_c
             if with_entropy:
-                p = torch.exp(z - lse_c.unsqueeze(-1))
-                entropy[start : start + chunk] = lse_c - (p * z).sum(-1)
+                # H = lse - sum_v p_v z_v
+                entropy[start:end] = lse_c - _row_dot(torch.softmax(z, dim=-1), z)
         ctx.save_for_backward(logits, target_ids, lse, entropy)
         ctx.temperature, ctx.chunk = temperature, chunk  # type: ignore[attr-defined]  # ctx carries extras
         return log_probs, entropy
@@ -67,24 +72,28 @@ class _LogProbEntropy(torch.autograd.Function):
     ) -> tuple[Tensor | None, None, None, None, None]:
         logits, target_ids, lse, entropy = ctx.saved_tensors  # type: ignore[attr-defined]
         temperature, chunk = ctx.temperature, ctx.chunk  # type: ignore[attr-defined]
+        has_lp = grad_log_probs is not None and target_ids is not None
         grad = torch.empty_like(logits)
         dtype = lse.dtype
         for start in range(0, logits.shape[0], chunk):
             end = start + chunk
-            z = logits[start:end].to(dtype) / temperature
-            log_p = z - lse[start:end].unsqueeze(-1)
-            p = torch.exp(log_p)
-            g = torch.zeros_like(z)
-            if grad_log_probs is not None and target_ids is not None:
-                g_lp = grad_log_probs[start:end].to(dtype).unsqueeze(-1)
-                # d logp_y / dz = onehot(y) - p
-                g -= p * g_lp
-                g.scatter_add_(-1, target_ids[start:end].unsqueeze(-1), g_lp)
+            log_p = (logits[start:end].to(dtype) * (1.0 / temperature)).sub_(lse[start:end].unsqueeze(-1))
+            p = log_p.exp()
+            # dz = g_lp * (onehot - p) - g_h * p * (log p + H); with z = x / T, dx = dz / T.
+            g_lp = grad_log_probs[start:end].to(dtype) / temperature if has_lp else None  # type: ignore[index]
             if grad_entropy is not None:
-                # d H / dz = -p * (log p + H)
-                g_h = grad_entropy[start:end].to(dtype).unsqueeze(-1)
-                g -= p * (log_p + entropy[start:end].unsqueeze(-1)) * g_h
-            grad[start:end] = (g / temperature).to(logits.dtype)
+                g_h = (grad_entropy[start:end].to(dtype) / temperature).unsqueeze(-1)
+                row = g_h * entropy[start:end].unsqueeze(-1)
+                if g_lp is not None:
+                    row = row + g_lp.unsqueeze(-1)
+                g = log_p.mul_(g_h).add_(row).mul_(p).neg_()  # reuses log_p's buffer
+            elif g_lp is not None:
+                g = p.mul_(-g_lp.unsqueeze(-1))
+            else:
+                g = p.zero_()
+            if g_lp is not None:
+                g.scatter_add_(-1, target_ids[start:end].unsqueeze(-1), g_lp.unsqueeze(-1))
+            grad[start:end] = g
         return grad, None, None, None, None
 
 

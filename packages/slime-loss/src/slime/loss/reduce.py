@@ -36,15 +36,21 @@ def sum_of_tokens(values: Tensor, loss_mask: Tensor) -> Tensor:
     return (values * loss_mask.to(values.dtype)).sum()
 
 
+def sample_mean_weights(loss_mask: Tensor, cu_seqlens: Tensor, sample_denominators: Tensor) -> Tensor:
+    """[T] per-token weights m_t / max(1, D_i(t)), so a per-sample mean sum is one weighted token sum."""
+    inverse = 1 / sample_denominators.clamp_min(1)
+    index = sample_index(cu_seqlens.to(loss_mask.device), loss_mask.shape[0]).to(inverse.device)
+    return loss_mask.to(inverse.dtype) * inverse[index]
+
+
 def sum_of_sample_mean(values: Tensor, loss_mask: Tensor, cu_seqlens: Tensor, sample_denominators: Tensor) -> Tensor:
     """sum_i (sum_t m_it x_it) / max(1, D_i); [T], [T], [B+1], [B] -> scalar.
 
     `D_i` is the loss-mask token count of sample i's whole rollout (usually the sample itself), so a
     sample split across micro-batches or context-parallel ranks is still divided by its full count.
     """
-    masked = values * loss_mask.to(values.dtype)
-    sums = per_sample_sum(masked, cu_seqlens)
-    return (sums / sample_denominators.to(sums.dtype).clamp_min(1)).sum()
+    weights = sample_mean_weights(loss_mask, cu_seqlens, sample_denominators.to(values.dtype))
+    return (values * weights).sum()
 
 
 def _safe_divisor(denominator: Tensor | float) -> Tensor | float:
@@ -74,15 +80,28 @@ class Reduction:
         """The global denominator a micro-batch sum is divided by."""
         return _safe_divisor(self.num_global_tokens if self.calculate_per_token_loss else self.num_global_samples)
 
-    def micro_batch_sum(self, values: Tensor, loss_mask: Tensor) -> Tensor:
-        """The micro-batch sum before the global division (sum_of_tokens or sum_of_sample_mean)."""
+    def token_weights(self, loss_mask: Tensor, dtype: torch.dtype) -> Tensor:
+        """[T] weights w with the reduced value = sum_t w_t x_t: m_t / D_i (per-sample) or m_t, over the divisor."""
+        divisor = self.divisor
+        if isinstance(divisor, Tensor):
+            divisor = divisor.to(device=loss_mask.device, dtype=dtype)
         if self.calculate_per_token_loss:
-            return sum_of_tokens(values, loss_mask)
-        return sum_of_sample_mean(values, loss_mask, self.cu_seqlens, self.sample_denominators)
+            return loss_mask.to(dtype) / divisor
+        return sample_mean_weights(loss_mask, self.cu_seqlens, self.sample_denominators.to(dtype)) / divisor
 
     def reducer(self, loss_mask: Tensor) -> Reducer:
         """x [T] -> this micro-batch's share of the global mean of x over `loss_mask` tokens."""
-        return lambda values: self.micro_batch_sum(values, loss_mask) / self.divisor
+        # Weights (mask, 1/D_i and 1/divisor folded together) are built once per dtype, so every
+        # reduction is one multiply and one sum, and float64 inputs keep float64 weights.
+        cache: dict[torch.dtype, Tensor] = {}
+
+        def reduce(values: Tensor) -> Tensor:
+            weights = cache.get(values.dtype)
+            if weights is None:
+                weights = cache[values.dtype] = self.token_weights(loss_mask, values.dtype)
+            return (values * weights).sum()
+
+        return reduce
 
 
 def make_reducer(
