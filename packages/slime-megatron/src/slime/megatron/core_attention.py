@@ -1,0 +1,117 @@
+"""Variable-length (packed THD) core attention for Megatron's local layer spec, without TransformerEngine.
+
+Megatron's own `DotProductAttention` refuses packed sequences, and without TE there is no THD kernel. This
+module is a drop-in `core_attention` submodule: it receives `query [t, heads, dim]`, `key`/`value
+[t, kv_heads, dim]` and `PackedSeqParams.cu_seqlens_q`, and computes causal attention within each sequence:
+
+- on CUDA with fp16/bf16: `torch.nn.attention.varlen.varlen_attn` (FlashAttention-2 varlen, native GQA);
+- otherwise (CPU, fp32): an exact reference that runs `scaled_dot_product_attention` per sequence.
+
+Non-packed `sbhd` input (`packed_seq_params is None`) is handled as one causal sequence per batch column.
+It does not support attention dropout (RL training uses none), context parallelism or sliding windows; the
+constructor rejects them. When TransformerEngine is installed, the layer spec uses TE's attention instead.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from megatron.core.transformer.module import MegatronModule
+from megatron.core.utils import divide
+from slime.types import ConfigError
+
+
+class VarlenCoreAttention(MegatronModule):
+    """Causal attention over packed sequences; the constructor signature is Megatron's `DotProductAttention`'s."""
+
+    def __init__(
+        self,
+        config,
+        layer_number: int,
+        attn_mask_type,
+        attention_type: str,
+        attention_dropout: float | None = None,
+        softmax_scale: float | None = None,
+        cp_comm_type: str | None = None,
+        pg_collection=None,
+    ) -> None:
+        super().__init__(config=config)
+        dropout = config.attention_dropout if attention_dropout is None else attention_dropout
+        if dropout:
+            raise ConfigError(f"--attention-dropout={dropout}: the varlen core attention has no dropout; use 0.0.")
+        if config.context_parallel_size != 1:
+            raise ConfigError(
+                f"--context-parallel-size={config.context_parallel_size} needs TransformerEngine's attention; "
+                "install transformer-engine or use --context-parallel-size 1."
+            )
+        if getattr(config, "window_size", None) is not None:
+            raise ConfigError("sliding-window attention needs TransformerEngine's attention.")
+        tp_size = config.tensor_model_parallel_size
+        self.num_heads = divide(config.num_attention_heads, tp_size)
+        self.num_kv_heads = divide(config.num_query_groups or config.num_attention_heads, tp_size)
+        self.softmax_scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(config.kv_channels)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        attn_mask_type=None,
+        attention_bias: torch.Tensor | None = None,
+        packed_seq_params=None,
+    ) -> torch.Tensor:
+        """THD: `[t, h, d]` in, `[t, h * d]` out. SBHD: `[s, b, h, d]` in, `[s, b, h * d]` out."""
+        if attention_bias is not None:
+            raise NotImplementedError("attention_bias is not supported by VarlenCoreAttention")
+        if packed_seq_params is not None and packed_seq_params.qkv_format == "thd":
+            cu_seqlens = packed_seq_params.cu_seqlens_q
+            max_seqlen = int(packed_seq_params.max_seqlen_q)
+            out = varlen_causal_attention(query, key, value, cu_seqlens, max_seqlen, self.softmax_scale)
+            return out.reshape(out.size(0), -1)
+        seq, batch = query.shape[:2]
+        # [s, b, h, d] -> [b, h, s, d]; each batch column is one causal sequence.
+        q, k, v = (x.permute(1, 2, 0, 3) for x in (query, key, value))
+        out = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, scale=self.softmax_scale, enable_gqa=q.size(1) != k.size(1)
+        )
+        return out.permute(2, 0, 1, 3).reshape(seq, batch, -1)
+
+
+def varlen_causal_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    max_seqlen: int,
+    softmax_scale: float,
+) -> torch.Tensor:
+    """Causal attention within each `[cu_seqlens[i], cu_seqlens[i+1])` slice of packed `[t, h, d]` tensors.
+
+    Tokens past `cu_seqlens[-1]` (padding) attend to nothing and come back as zeros.
+    """
+    if query.is_cuda and query.dtype in (torch.float16, torch.bfloat16):
+        from torch.nn.attention.varlen import varlen_attn
+
+        cu = cu_seqlens.to(device=query.device, dtype=torch.int32)
+        return varlen_attn(query, key, value, cu, cu, max_seqlen, max_seqlen, scale=softmax_scale, window_size=(-1, 0))
+    return _reference_varlen(query, key, value, cu_seqlens, softmax_scale)
+
+
+def _reference_varlen(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_seqlens: torch.Tensor, softmax_scale: float
+) -> torch.Tensor:
+    # Exact: one SDPA per sequence, so no token ever sees another sequence (no -inf mask arithmetic across them).
+    out = torch.zeros_like(query)
+    bounds = cu_seqlens.tolist()
+    gqa = query.size(1) != key.size(1)
+    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+        if end <= start:
+            continue
+        q, k, v = (x[start:end].transpose(0, 1).unsqueeze(0) for x in (query, key, value))
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=softmax_scale, enable_gqa=gqa)
+        out[start:end] = o.squeeze(0).transpose(0, 1)
+    return out

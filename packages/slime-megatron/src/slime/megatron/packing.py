@@ -1,0 +1,159 @@
+"""Packed THD micro-batches: samples concatenated into one row, with `cu_seqlens` and response bookkeeping.
+
+`plan_micro_batches` decides which samples share a micro-batch (first-fit under `--max-tokens-per-gpu` with
+`--use-dynamic-batch-size`, via slime.buffer; fixed `--micro-batch-size` chunks otherwise) and
+`split_for_data_parallel` which samples each data-parallel rank gets. `PackedMicroBatch.build` lays the tokens out
+for Megatron (`[1, T]`, padded at the end to a multiple of `pad_multiple`, the padding being one extra
+"sequence" in `cu_seqlens` so it attends only to itself) and records, for the response tokens, which logit row
+predicts each one. Response-level tensors (log-probs, advantages, masks) use slime.loss's packed layout:
+the response tokens of the micro-batch's samples concatenated, delimited by `response_cu_seqlens`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from slime.types import ConfigError, TrainSample
+
+
+def plan_micro_batches(
+    lengths: Sequence[int], *, max_tokens_per_gpu: int | None, micro_batch_size: int | None
+) -> list[list[int]]:
+    """Group positions `0..len(lengths)-1` into micro-batches (dynamic packing wins when a token cap is set)."""
+    if max_tokens_per_gpu is not None:
+        from slime.buffer import pack_micro_batches
+
+        return [list(b) for b in pack_micro_batches(list(lengths), max_tokens_per_gpu)]
+    if not micro_batch_size:
+        raise ConfigError("set --max-tokens-per-gpu (with --use-dynamic-batch-size) or --micro-batch-size.")
+    n = len(lengths)
+    return [list(range(s, min(n, s + micro_batch_size))) for s in range(0, n, micro_batch_size)]
+
+
+def split_for_data_parallel(lengths: Sequence[int], dp_size: int) -> list[list[int]]:
+    """Token-balanced partition of positions over `dp_size` ranks (Karmarkar-Karp via slime.buffer)."""
+    if dp_size == 1:
+        return [list(range(len(lengths)))]
+    if len(lengths) < dp_size:
+        raise ConfigError(
+            f"a training step has {len(lengths)} samples for {dp_size} data-parallel ranks; "
+            "raise --global-batch-size or lower the data-parallel size."
+        )
+    from slime.buffer.balancing import balance_partitions
+
+    return [sorted(p) for p in balance_partitions(list(lengths), dp_size)]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class PackedMicroBatch:
+    """One micro-batch in Megatron's packed layout plus the response-token index maps."""
+
+    sample_ids: tuple[int, ...]
+    """Positions of the samples in the batch they came from, in packing order."""
+    tokens: torch.Tensor
+    """`[1, T]` int64 token ids (T padded)."""
+    position_ids: torch.Tensor
+    """`[1, T]` positions within each sequence."""
+    cu_seqlens: torch.Tensor
+    """`[S + 1]` int32 sequence offsets in the packed row (the padding, if any, is the last sequence)."""
+    max_seqlen: int
+    logit_index: torch.Tensor
+    """`[R]` rows of the `[T, V]` logits that predict the response tokens."""
+    target_ids: torch.Tensor
+    """`[R]` the response tokens."""
+    response_cu_seqlens: torch.Tensor
+    """`[B + 1]` int64 offsets of each sample's response tokens in the `[R]` layout."""
+    loss_mask: torch.Tensor
+    """`[R]` float32 0/1."""
+    num_tokens: int
+    """Real (unpadded) tokens."""
+
+    @classmethod
+    def build(
+        cls, samples: Sequence[TrainSample], sample_ids: Sequence[int], *, pad_multiple: int, device: torch.device
+    ) -> PackedMicroBatch:
+        """Pack `samples` (already chosen for this micro-batch) in the given order."""
+        tokens, positions, logit_rows, targets, masks = [], [], [], [], []
+        seq_bounds, resp_bounds = [0], [0]
+        for sample in samples:
+            start, n = seq_bounds[-1], sample.total_length
+            tokens.extend(sample.tokens)
+            positions.extend(range(n))
+            first = start + sample.prompt_length  # packed position of the first response token
+            logit_rows.extend(range(first - 1, start + n - 1))
+            targets.extend(sample.tokens[sample.prompt_length :])
+            masks.extend(sample.loss_mask)
+            seq_bounds.append(start + n)
+            resp_bounds.append(resp_bounds[-1] + sample.response_length)
+        real = seq_bounds[-1]
+        pad = (-real) % pad_multiple
+        if pad:
+            tokens.extend([0] * pad)
+            positions.extend(range(pad))
+            seq_bounds.append(real + pad)
+        cu = torch.tensor(seq_bounds, dtype=torch.int32, device=device)
+        return cls(
+            sample_ids=tuple(sample_ids),
+            tokens=torch.tensor([tokens], dtype=torch.long, device=device),
+            position_ids=torch.tensor([positions], dtype=torch.long, device=device),
+            cu_seqlens=cu,
+            max_seqlen=max(b - a for a, b in zip(seq_bounds[:-1], seq_bounds[1:], strict=True)),
+            logit_index=torch.tensor(logit_rows, dtype=torch.long, device=device),
+            target_ids=torch.tensor(targets, dtype=torch.long, device=device),
+            response_cu_seqlens=torch.tensor(resp_bounds, dtype=torch.long, device=device),
+            loss_mask=torch.tensor(masks, dtype=torch.float32, device=device),
+            num_tokens=real,
+        )
+
+    @property
+    def packed_seq_params(self) -> Any:
+        """Megatron's `PackedSeqParams` for this row (THD format)."""
+        from megatron.core.packed_seq_params import PackedSeqParams  # lazy: the layout logic needs no megatron
+
+        return PackedSeqParams(
+            qkv_format="thd",
+            cu_seqlens_q=self.cu_seqlens,
+            cu_seqlens_kv=self.cu_seqlens,
+            max_seqlen_q=self.max_seqlen,
+            max_seqlen_kv=self.max_seqlen,
+        )
+
+    def split_responses(self, values: torch.Tensor) -> list[torch.Tensor]:
+        """Cut a `[R]` response-layout tensor into one tensor per sample (in `sample_ids` order)."""
+        bounds = self.response_cu_seqlens.tolist()
+        return [values[s:e] for s, e in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def gather_response_values(per_sample: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """Concatenate per-sample response tensors into the packed `[R]` layout (float32)."""
+    if not per_sample:
+        return torch.zeros(0, dtype=torch.float32, device=device)
+    return torch.cat([t.to(device=device, dtype=torch.float32) for t in per_sample])
+
+
+def local_micro_batches(
+    samples: Sequence[TrainSample],
+    sample_ids: Sequence[int],
+    *,
+    dp_rank: int,
+    dp_size: int,
+    tokens_cap: int | None,
+    micro_batch_size: int | None,
+    pad_multiple: int,
+    device: torch.device,
+) -> list[PackedMicroBatch]:
+    """This data-parallel rank's packed micro-batches for the samples `sample_ids` of `samples`."""
+    lengths = [samples[i].total_length for i in sample_ids]
+    mine = [sample_ids[j] for j in split_for_data_parallel(lengths, dp_size)[dp_rank]]
+    plan = plan_micro_batches(
+        [samples[i].total_length for i in mine], max_tokens_per_gpu=tokens_cap, micro_batch_size=micro_batch_size
+    )
+    batches = []
+    for positions in plan:
+        ids = [mine[p] for p in positions]
+        batches.append(PackedMicroBatch.build([samples[i] for i in ids], ids, pad_multiple=pad_multiple, device=device))
+    return batches

@@ -1,0 +1,91 @@
+"""Per-sample tensors of one rollout batch, and the advantage computation over the whole batch.
+
+Every rank holds the whole `RolloutBatch`; log-probs and values are computed on data-parallel shards and then
+all-gathered (`gather_over_data_parallel`), so advantages (group baselines, whitening, reward KL) are computed
+identically on every rank over the full batch with slime.loss, in its packed `[T]` response layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+
+from slime.megatron import _megatron_globals as mg
+from slime.types import RolloutBatch, TrainSample
+
+PerSample = list[torch.Tensor]
+"""One `[response_length]` float32 tensor per sample of the batch, in batch order."""
+
+
+def response_cu_seqlens(samples: Sequence[TrainSample], device: torch.device) -> torch.Tensor:
+    """`[B + 1]` int64 offsets of each sample's response in the packed layout."""
+    bounds = [0]
+    for s in samples:
+        bounds.append(bounds[-1] + s.response_length)
+    return torch.tensor(bounds, dtype=torch.long, device=device)
+
+
+def loss_masks(samples: Sequence[TrainSample], device: torch.device) -> PerSample:
+    """Each sample's loss mask as float32."""
+    return [torch.tensor(s.loss_mask, dtype=torch.float32, device=device) for s in samples]
+
+
+def rollout_log_probs(samples: Sequence[TrainSample], device: torch.device) -> PerSample | None:
+    """The engine's log-probs per sample, or None when any sample lacks them."""
+    if any(s.rollout_log_probs is None for s in samples):
+        return None
+    return [torch.tensor(s.rollout_log_probs, dtype=torch.float32, device=device) for s in samples]
+
+
+def sample_denominators(samples: Sequence[TrainSample]) -> list[float]:
+    """Loss-mask tokens of each sample (at least 1): the per-sample mean's divisor."""
+    return [float(max(1, sum(s.loss_mask))) for s in samples]
+
+
+def gather_over_data_parallel(local: dict[int, torch.Tensor], num_samples: int) -> PerSample:
+    """Merge `{sample_id: tensor}` held by the DP ranks into one list covering all `num_samples` samples."""
+    merged = dict(local)
+    if mg.dp_size() > 1:
+        parts: list[dict[int, torch.Tensor] | None] = [None] * mg.dp_size()
+        dist.all_gather_object(parts, {k: v.cpu() for k, v in local.items()}, group=mg.dp_group_no_cp())
+        device = mg.device()
+        merged = {k: v.to(device) for part in parts for k, v in (part or {}).items()}
+    missing = [i for i in range(num_samples) if i not in merged]
+    if missing:
+        raise RuntimeError(f"no data-parallel rank produced results for samples {missing[:8]}")
+    return [merged[i] for i in range(num_samples)]
+
+
+def compute_batch_advantages(
+    loss_config,
+    batch: RolloutBatch,
+    *,
+    old_log_probs: PerSample | None,
+    ref_log_probs: PerSample | None,
+    values: PerSample | None,
+) -> tuple[PerSample, PerSample]:
+    """Advantages and returns per sample, from slime.loss's `compute_advantages` over the full batch."""
+    from slime.loss import compute_advantages
+
+    device = mg.device()
+    samples = batch.samples
+    cu = response_cu_seqlens(samples, device)
+
+    def cat(per: PerSample | None) -> torch.Tensor | None:
+        return None if per is None else torch.cat([t.to(device, torch.float32) for t in per])
+
+    advantages, returns = compute_advantages(
+        loss_config,
+        rewards=torch.tensor([s.reward for s in samples], dtype=torch.float32, device=device),
+        group_ids=torch.tensor([s.group_index for s in samples], dtype=torch.long, device=device),
+        cu_seqlens=cu,
+        loss_mask=torch.cat(loss_masks(samples, device)),
+        old_log_probs=cat(old_log_probs),
+        ref_log_probs=cat(ref_log_probs),
+        values=cat(values),
+    )
+    bounds = cu.tolist()
+    split = [(bounds[i], bounds[i + 1]) for i in range(len(samples))]
+    return [advantages[a:b] for a, b in split], [returns[a:b] for a, b in split]

@@ -1,0 +1,204 @@
+"""What the test worlds run. Each scenario returns a dict of plain tensors/numbers; the tests assert on it.
+
+A scenario runs several checks on one model build (megatron import and model build dominate the cost on CPU).
+Each check records its own outcome, so one failing check leaves the others' results readable; a check's
+exception is stored as `{"error": traceback}` under its name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from batches import random_batch
+
+from slime.megatron import ActorConfig, parse_megatron_args
+
+
+def _check(result: dict, name: str, fn: Callable[[], Any]) -> None:
+    try:
+        result[name] = fn()
+    except Exception:  # recorded for the test to report; the scenario goes on
+        result[name] = {"error": traceback.format_exc()}
+
+
+def _policy(model_dir: str, argv: list[str], loss=None, **actor: Any):
+    from slime.megatron.policy import MegatronPolicy
+
+    ns, rest = parse_megatron_args(argv)
+    assert not rest, rest
+    ns.bf16 = False  # fp32: parity with HF must be tight
+    config = ActorConfig(hf_checkpoint=model_dir, data_pad_size_multiplier=8, **actor)
+    return MegatronPolicy(ns, config, loss)
+
+
+def _export(policy) -> dict[str, torch.Tensor]:
+    return {name: t.detach().cpu().clone() for name, t in policy.export_weights()}
+
+
+def _raw_logits(policy, batch) -> dict[str, Any]:
+    """Full-vocab logits of the packed batch (gathered over TP) and the packing, for the HF comparison."""
+    from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
+
+    from slime.megatron.packing import PackedMicroBatch
+
+    mb = PackedMicroBatch.build(batch.samples, range(len(batch.samples)), pad_multiple=8, device=torch.device("cpu"))
+    module = policy.stack.modules[0]
+    module.eval()
+    with torch.no_grad():
+        out = module(
+            input_ids=mb.tokens,
+            position_ids=mb.position_ids,
+            attention_mask=None,
+            packed_seq_params=mb.packed_seq_params,
+        )
+    module.train()
+    full = gather_from_tensor_model_parallel_region(out)[0]
+    return {"logits": full[:, : policy.stack.bridge.vocab_size].clone(), "cu_seqlens": mb.cu_seqlens}
+
+
+def _vocab_parallel_vs_single(policy) -> dict[str, float]:
+    """vocab_parallel_log_probs over this TP group vs slime.loss on the gathered logits (values and grads)."""
+    from megatron.core import parallel_state as mpu
+
+    from slime.loss import log_probs_and_entropy_from_logits
+    from slime.megatron.vocab_parallel import vocab_parallel_log_probs
+
+    tp, rank = mpu.get_tensor_model_parallel_world_size(), mpu.get_tensor_model_parallel_rank()
+    gen = torch.Generator().manual_seed(7)
+    vocab, padded, rows = 250, 256, 37  # 6 padding columns, as Megatron pads the vocabulary
+    full = torch.randn(rows, padded, generator=gen, dtype=torch.float64) * 3
+    targets = torch.randint(0, vocab, (rows,), generator=gen)
+    w_lp, w_ent = (
+        torch.randn(rows, generator=gen, dtype=torch.float64),
+        torch.randn(rows, generator=gen, dtype=torch.float64),
+    )
+    width = padded // tp
+    local = full[:, rank * width : (rank + 1) * width].clone().requires_grad_(True)
+    lp, ent = vocab_parallel_log_probs(
+        local,
+        targets,
+        vocab_start=rank * width,
+        vocab_size=vocab,
+        temperature=0.7,
+        group=mpu.get_tensor_model_parallel_group() if tp > 1 else None,
+        chunk_size=5,
+        with_entropy=True,
+    )
+    ((lp * w_lp).sum() + (ent * w_ent).sum()).backward()
+    ref_in = full[:, :vocab].clone().requires_grad_(True)
+    ref_lp, ref_ent = log_probs_and_entropy_from_logits(ref_in, targets, temperature=0.7)
+    ((ref_lp * w_lp).sum() + (ref_ent * w_ent).sum()).backward()
+    ref_grad = torch.nn.functional.pad(ref_in.grad, (0, padded - vocab))[:, rank * width : (rank + 1) * width]
+    return {
+        "log_prob": (lp - ref_lp).abs().max().item(),
+        "entropy": (ent - ref_ent).abs().max().item(),
+        "grad": (local.grad - ref_grad).abs().max().item(),
+    }
+
+
+def suite(*, out_dir: Path, model_dir: str, tp: int, sequence_parallel: bool = False) -> dict[str, Any]:
+    """The main TP1 / TP2 checks on one actor with a KL loss (so a reference model is held)."""
+    from slime.loss import LossConfig
+
+    argv = [
+        "--tensor-model-parallel-size",
+        str(tp),
+        "--lr",
+        "1e-3",
+        "--micro-batch-size",
+        "3",
+        "--save",
+        str(out_dir / "ckpt"),
+    ] + (["--sequence-parallel"] if sequence_parallel else [])
+    policy = _policy(model_dir, argv, LossConfig(use_kl_loss=True, kl_loss_coef=0.1, entropy_coef=0.01))
+    batch = random_batch(8, seed=1)
+    result: dict[str, Any] = {"world_size": dist.get_world_size(), "batch": batch}
+    _check(result, "logits", lambda: _raw_logits(policy, batch))
+    _check(result, "vocab_parallel", lambda: _vocab_parallel_vs_single(policy))
+    _check(result, "export_initial", lambda: _export(policy))
+    _check(result, "log_probs", lambda: {m: policy.compute_log_probs(batch, model=m) for m in ("actor", "ref")})
+    _check(result, "first_step", lambda: dict(policy.train(0, batch)))
+    _check(result, "checkpoint", lambda: _checkpoint_round_trip(policy, batch))
+    _check(result, "micro_batch_invariance", lambda: _micro_batch_invariance(policy, batch))
+    _check(result, "offload", lambda: _offload_round_trip(policy, batch))
+    return result
+
+
+def _checkpoint_round_trip(policy, batch) -> dict[str, Any]:
+    path = policy.save_checkpoint(1)
+    saved = _export(policy)
+    policy.train(2, random_batch(8, seed=2))  # move the weights and the optimizer state away
+    moved = _export(policy)
+    iteration = policy.load(policy.args.save)
+    restored = _export(policy)
+    return {
+        "path": path,
+        "iteration": iteration,
+        "saved": saved,
+        "moved": moved,
+        "restored": restored,
+        "files": sorted(p.name for p in Path(path).iterdir()),
+    }
+
+
+def _micro_batch_invariance(policy, batch) -> dict[str, Any]:
+    """Same start (the checkpoint, optimizer included), one step with 1 vs several micro-batches."""
+    args = policy.args
+    runs = {}
+    for name, mbs, dynamic in (("one", 8, None), ("fixed3", 3, None), ("dynamic", None, 40)):
+        policy.load(args.save)
+        args.micro_batch_size = mbs
+        policy.actor_config = dataclasses.replace(
+            policy.actor_config, use_dynamic_batch_size=dynamic is not None, max_tokens_per_gpu=dynamic
+        )
+        metrics = dict(policy.train(3, batch))
+        runs[name] = {"weights": _export(policy), "metrics": metrics}
+    args.micro_batch_size = 3
+    policy.actor_config = dataclasses.replace(
+        policy.actor_config, use_dynamic_batch_size=False, max_tokens_per_gpu=None
+    )
+    return runs
+
+
+def _offload_round_trip(policy, batch) -> dict[str, Any]:
+    before = policy.compute_log_probs(batch)
+    figures = policy.offload()
+    freed = all(p.untyped_storage().nbytes() == 0 for p in policy.stack.modules[0].parameters())
+    policy.onload()
+    after = policy.compute_log_probs(batch)
+    metrics = dict(policy.train(4, batch))
+    return {"before": before, "after": after, "freed": freed, "figures": figures, "train_after": metrics}
+
+
+def fallback_and_critic(*, out_dir: Path, model_dir: str, ckpt_root: str) -> dict[str, Any]:
+    """`--load` without a checkpoint falls back to `--ref-load`; the PPO critic trains."""
+    from slime.loss import LossConfig
+
+    result: dict[str, Any] = {}
+
+    def fallback():
+        missing = str(out_dir / "no_such_run")
+        policy = _policy(model_dir, ["--load", missing, "--micro-batch-size", "4"], ref_load=ckpt_root)
+        return {"weights": _export(policy), "start": policy.start_rollout_id}
+
+    def critic():
+        policy = _policy(
+            model_dir,
+            ["--micro-batch-size", "4", "--lr", "1e-3"],
+            LossConfig(advantage_estimator="ppo", gamma=1.0, lambd=1.0),
+        )
+        batch = random_batch(8, seed=3)
+        before = policy.compute_values(batch)
+        metrics = dict(policy.train(0, batch))
+        after = policy.compute_values(batch)
+        return {"before": before, "after": after, "metrics": metrics}
+
+    _check(result, "fallback", fallback)
+    _check(result, "critic", critic)
+    return result

@@ -1,0 +1,35 @@
+"""One rank of a slime.megatron test world (started by `launch.run_scenario`; not collected by pytest).
+
+Installs the CPU shim before anything imports megatron, runs the named scenario, and has rank 0 write its
+result dict to `<out_dir>/result.pt`.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from pathlib import Path
+
+import cpu_shim  # the worker's own folder is sys.path[0]
+
+cpu_shim.install()
+
+import scenarios  # noqa: E402
+import torch  # noqa: E402
+
+
+def main(job_file: str, out_dir: str) -> None:
+    torch.set_num_threads(1)  # the ranks share the test machine's cores
+    job = pickle.loads(Path(job_file).read_bytes())
+    result = getattr(scenarios, job["scenario"])(out_dir=Path(out_dir), **job["params"])
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        torch.save(result, Path(out_dir) / "result.pt")
+    from slime.megatron import _megatron_globals
+
+    _megatron_globals.destroy()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
