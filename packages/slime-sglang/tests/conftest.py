@@ -60,6 +60,12 @@ def teacher_forced_many(reference_model: torch.nn.Module) -> Callable[..., list[
 
 
 @pytest.fixture(scope="session")
+def teacher_forcing() -> Callable[..., list[list[float]]]:
+    """`teacher_forcing(model, [(prompt, output), ...], temperature=1.0)` for any model."""
+    return teacher_forced_batch
+
+
+@pytest.fixture(scope="session")
 def make_prompts() -> Callable[..., list[list[int]]]:
     """`make_prompts(count, seed=0)`: token-id prompts of varied lengths."""
     return random_prompts

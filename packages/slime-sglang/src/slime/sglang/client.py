@@ -24,6 +24,16 @@ from slime.types import ContractError, EngineError, GenerateOutput, Sample, Samp
 Payload = Mapping[str, Any] | Callable[[int, str], Mapping[str, Any]]
 """A control-call body: the same for every worker, or built per worker from `(index, url)`."""
 
+WEIGHT_ROUTES: Mapping[tuple[str, str], str] = {
+    ("disk", "update"): "/update_weights_from_disk",
+    ("delta", "update"): "/update_weights_from_disk",
+    ("shm", "update"): "/update_weights_from_tensor",
+    ("broadcast", "init"): "/init_weights_update_group",
+    ("broadcast", "update"): "/update_weights_from_distributed",
+    ("broadcast", "destroy"): "/destroy_weights_update_group",
+}
+"""The engine route each `slime.sync` payload (transport, op) goes to."""
+
 
 class EngineClient:
     """Talk to `url` (a router or one engine).
@@ -136,6 +146,20 @@ class EngineClient:
 
     async def resume_memory_occupation(self, tags: Sequence[str] | None = None) -> None:
         await self.post_each("/resume_memory_occupation", {"tags": None if tags is None else list(tags)})
+
+    async def deliver_weights(self, payload: Mapping[str, Any]) -> list[Any]:
+        """Hand one `slime.sync` payload to every worker on the route of its transport (a sender's `deliver`).
+
+        A broadcast `init` gets each worker's rank in the weight group as SGLang's `rank_offset` (1, 2, ...
+        in worker order; the trainer is rank 0), so the sender's `world_size` is 1 + the number of workers.
+        """
+        key = (str(payload.get("transport")), str(payload.get("op", "update")))
+        if key not in WEIGHT_ROUTES:
+            raise WeightSyncError(f"no engine route for slime.sync payload {key}; known: {sorted(WEIGHT_ROUTES)}")
+        body: Payload = payload
+        if key == ("broadcast", "init"):
+            body = lambda index, url: {**payload, "rank_offset": 1 + index}  # noqa: E731
+        return await self._weights(WEIGHT_ROUTES[key], body)
 
     async def update_weights_from_disk(self, payload: Payload) -> list[Any]:
         """A `slime.sync` disk payload, or SGLang's `{"model_path", "weight_version"?}`, to every worker."""

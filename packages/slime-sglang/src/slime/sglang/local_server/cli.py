@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from slime.sglang.local_server.config import LocalServerConfig
 
@@ -33,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--num-threads", type=int, default=1, help="torch CPU threads")
     add("--weight-version", default="default")
     add("--allow-remote", action="store_true", help="allow a non-loopback --host")
+    add("--trusted-weight-peers", dest="trusted_peers", nargs="*", default=[],
+        help="hosts besides loopback that may send disk/delta/broadcast weight payloads")  # fmt: skip
     add("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     add("--skip-server-warmup", action="store_true", help="accepted for SGLang parity; there is no warm-up")
     return parser
@@ -42,6 +45,7 @@ def parse_config(argv: Sequence[str] | None = None) -> tuple[LocalServerConfig, 
     """The config and log level from a command line; a bad value exits with the ConfigError's message."""
     ns = build_parser().parse_args(argv)
     fields = {k: v for k, v in vars(ns).items() if k not in ("log_level", "skip_server_warmup")}
+    fields["trusted_peers"] = tuple(fields["trusted_peers"])
     return LocalServerConfig(**fields), ns.log_level
 
 
@@ -91,5 +95,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as exc:  # ConfigError: a clear message, no traceback
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
+    if not (Path(config.model_path) / "config.json").is_file():  # fail before the slow torch import
+        print(
+            f"error: --model-path {config.model_path!r} is not an HF checkpoint folder (no config.json)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(config)

@@ -38,6 +38,8 @@ class LocalServerConfig:
     """Initial `weight_version` reported in responses (SGLang's default is "default")."""
     allow_remote: bool = False
     """Allow a non-loopback `host`. Weight endpoints that carry process-local handles stay loopback-only."""
+    trusted_peers: tuple[str, ...] = ()
+    """Hosts besides loopback allowed to send disk / delta / broadcast weight payloads."""
 
     def __post_init__(self) -> None:
         if not self.model_path:
