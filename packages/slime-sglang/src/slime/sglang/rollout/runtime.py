@@ -5,7 +5,7 @@ thread ("slime-rollout-loop"), started on first use, so the `EngineClient`'s aio
 connections to the router) and the reward session are reused across rollouts instead of being rebuilt per
 call. The caller's thread just blocks on the result, so the sync entry works from plain code, from Ray actors
 and even from inside another running event loop. A runtime is cached per (router URL, `--hf-checkpoint`)
-and holds the client, the tokenizer and the number of engines; per-rollout state (semaphore, abort flag)
+and holds the client and the tokenizer; per-rollout state (semaphore, abort flag)
 lives in `RolloutContext`, not here. `shutdown_rollout_runtimes()` closes sessions and stops the loop
 (also run at exit). It does not start engines or routers.
 """
@@ -102,7 +102,6 @@ class RolloutRuntime:
         self.url = url
         self.hf_checkpoint = hf_checkpoint
         self.client = EngineClient(url)
-        self._num_engines: int | None = None
         self._reward_session: aiohttp.ClientSession | None = None
 
     @classmethod
@@ -121,10 +120,8 @@ class RolloutRuntime:
         return load_tokenizer(self.hf_checkpoint)
 
     async def num_engines(self) -> int:
-        """Engines behind the router (asked once; at least 1)."""
-        if self._num_engines is None:
-            self._num_engines = max(1, len(await self.client.worker_urls()))
-        return self._num_engines
+        """Engines behind the router now (asked per rollout: engines may have been replaced); at least 1."""
+        return max(1, len(await self.client.worker_urls()))
 
     def reward_session(self) -> aiohttp.ClientSession | None:
         """A shared aiohttp session for remote reward calls on the rollout loop (None on any other loop)."""

@@ -116,7 +116,10 @@ class _Loop:
         await cancel_runs(self.tasks)
         for task in list(self.tasks):
             ticket, run = self.tasks.pop(task)
-            if not task.cancelled() and task.exception() is None and not _is_aborted(run.samples):
+            error = None if task.cancelled() else task.exception()
+            if error is not None:  # a surplus group failed after the rollout had what it needed: report, go on
+                logger.warning("rollout %d: a surplus group failed while aborting: %r", self.ctx.rollout_id, error)
+            if error is None and not task.cancelled() and not _is_aborted(run.samples):
                 self.planner.record(ticket, run.samples)
             else:
                 self.planner.record_aborted(ticket, run.samples)
