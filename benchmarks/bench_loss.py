@@ -4,6 +4,8 @@ Timed (best and median of `--repeats` runs, wall clock and process CPU time):
 
 - `loss+backward <variant>`: `compute_loss` on the whole step as one micro-batch, then `backward()` to the
   log-probs. The loss takes per-token log-probs, not logits, so no vocabulary is involved here.
+Responses are all `--seq-len` long unless `--ragged`.
+
 - `advantages <estimator>`: `compute_advantages` over the whole step (grpo; ppo = reward KL + chunked GAE).
 - `gae serial` / `gae chunked`: the two GAE scans on the same data (they are equal; see the tests).
 - `logprob+entropy fwd+bwd`: the fused, row-chunked `log_probs_and_entropy_from_logits` on a small-vocab
@@ -72,10 +74,12 @@ def timed(fn: Callable[[], Any], repeats: int) -> dict[str, float]:
     }
 
 
-def make_step(num_seqs: int, seq_len: int, group_size: int, seed: int) -> dict[str, torch.Tensor]:
+def make_step(num_seqs: int, seq_len: int, group_size: int, ragged: bool, seed: int) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(seq_len // 2, seq_len + 1, (num_seqs,), generator=gen)
-    lengths[0] = seq_len  # the longest sample sets the padded scan length
+    lengths = torch.full((num_seqs,), seq_len)
+    if ragged:
+        lengths = torch.randint(seq_len // 2, seq_len + 1, (num_seqs,), generator=gen)
+        lengths[0] = seq_len  # the longest sample sets the padded scan length
     cu = torch.zeros(num_seqs + 1, dtype=torch.long)
     cu[1:] = lengths.cumsum(0)
     num_tokens = int(cu[-1])
@@ -138,29 +142,31 @@ def bench_advantages(step: dict[str, torch.Tensor], seq_len: int, repeats: int) 
     return results
 
 
-def bench_logprob(num_tokens: int, vocab: int, repeats: int) -> dict[str, dict[str, float]]:
+def bench_logprob(num_tokens: int, vocab: int, chunk: int | None, repeats: int) -> dict[str, dict[str, float]]:
     gen = torch.Generator().manual_seed(1)
     logits = torch.randn(num_tokens, vocab, generator=gen).to(DEVICE)
     targets = torch.randint(0, vocab, (num_tokens,), generator=gen).to(DEVICE)
 
     def run() -> None:
         x = logits.requires_grad_()
-        log_probs, entropy = log_probs_and_entropy_from_logits(x, targets, temperature=0.8)
+        log_probs, entropy = log_probs_and_entropy_from_logits(x, targets, temperature=0.8, chunk_size=chunk)
         (log_probs.sum() + 0.01 * entropy.sum()).backward()
         x.grad = None
 
     timing = timed(run, repeats)
     timing["us_per_token_best"] = timing["wall_ms_best"] * 1e3 / num_tokens
-    return {f"logprob+entropy fwd+bwd {num_tokens}x{vocab}": timing}
+    return {f"logprob+entropy fwd+bwd {num_tokens}x{vocab} chunk={chunk or 'auto'}": timing}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-seqs", type=int, default=256)
-    parser.add_argument("--seq-len", type=int, default=4096, help="longest response; others are 50-100%% of it")
+    parser.add_argument("--seq-len", type=int, default=4096, help="response length (the longest with --ragged)")
+    parser.add_argument("--ragged", action="store_true", help="lengths uniform in [seq_len / 2, seq_len]")
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--logit-tokens", type=int, default=8192)
     parser.add_argument("--vocab", type=int, default=4096)
+    parser.add_argument("--logit-chunk", type=int, default=None, help="rows per chunk (default: automatic)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--device", default="cpu", help="cpu (the reported figure) or cuda")
@@ -170,10 +176,10 @@ def main() -> None:
     DEVICE = torch.device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    step = make_step(args.num_seqs, args.seq_len, args.group_size, seed=0)
+    step = make_step(args.num_seqs, args.seq_len, args.group_size, args.ragged, seed=0)
     results = bench_losses(step, args.repeats)
     results |= bench_advantages(step, args.seq_len, args.repeats)
-    results |= bench_logprob(args.logit_tokens, args.vocab, args.repeats)
+    results |= bench_logprob(args.logit_tokens, args.vocab, args.logit_chunk, args.repeats)
     header = {
         "tokens": int(step["cu_seqlens"][-1]),
         "sequences": args.num_seqs,
@@ -189,7 +195,7 @@ def main() -> None:
     for name, timing in results.items():
         extra = f"  ({timing['us_per_token_best']:.3f} us/token)" if "us_per_token_best" in timing else ""
         print(
-            f"{name:<44} wall best {timing['wall_ms_best']:9.1f} ms  median {timing['wall_ms_median']:9.1f} ms  "
+            f"{name:<52} wall best {timing['wall_ms_best']:9.1f} ms  median {timing['wall_ms_median']:9.1f} ms  "
             f"cpu best {timing['cpu_ms_best']:9.1f} ms{extra}"
         )
 

@@ -13,7 +13,7 @@ from torch import Tensor
 from slime.loss.config import GROUP_NORMALIZED_ESTIMATORS, KL_REWARD_ESTIMATORS, LossConfig
 from slime.loss.group_advantage import group_mean_baseline, raw_rewards
 from slime.loss.kl import kl_estimate
-from slime.loss.plugins import LossPlugins, plugins_for
+from slime.loss.plugins import CustomAdvantageFn, LossPlugins, plugins_for
 from slime.loss.registry import GROUP_SCORES, TOKEN_ADVANTAGES, GroupScoreFn
 from slime.loss.whitening import masked_whiten
 
@@ -52,6 +52,16 @@ def _check_layout(rewards: Tensor, group_ids: Tensor, cu_seqlens: Tensor, loss_m
         raise ValueError(f"`loss_mask` must be the packed [T] mask (got shape {tuple(loss_mask.shape)}).")
 
 
+def _run_custom(
+    config: LossConfig, custom: CustomAdvantageFn, rollout_data: dict[str, Tensor | None]
+) -> tuple[Tensor, Tensor]:
+    custom(config, rollout_data)
+    advantages, returns = rollout_data.get("advantages"), rollout_data.get("returns")
+    if advantages is None or returns is None:
+        raise ValueError("the custom advantage function must set rollout_data['advantages'] and ['returns'].")
+    return advantages, returns
+
+
 @torch.no_grad()
 def compute_advantages(
     config: LossConfig,
@@ -87,21 +97,12 @@ def compute_advantages(
             "rewards": rewards, "group_ids": group_ids, "cu_seqlens": cu_seqlens, "loss_mask": loss_mask,
             "old_log_probs": old_log_probs, "ref_log_probs": ref_log_probs, "values": values, "kl": kl,
         }  # fmt: skip
-        custom(config, rollout_data)
-        advantages, returns = rollout_data.get("advantages"), rollout_data.get("returns")
-        if advantages is None or returns is None:
-            raise ValueError("the custom advantage function must set rollout_data['advantages'] and ['returns'].")
+        advantages, returns = _run_custom(config, custom, rollout_data)
     else:
-        scores = group_score_fn(config)(rewards, group_ids)
         advantages, returns = TOKEN_ADVANTAGES[config.advantage_estimator](
-            scores=scores,
-            kl_penalty=config.kl_coef * kl,
-            cu_seqlens=cu_seqlens,
-            loss_mask=loss_mask,
-            values=values,
-            gamma=config.gamma,
-            lambd=config.lambd,
-        )
+            scores=group_score_fn(config)(rewards, group_ids), kl_penalty=config.kl_coef * kl, cu_seqlens=cu_seqlens,
+            loss_mask=loss_mask, values=values, gamma=config.gamma, lambd=config.lambd,
+        )  # fmt: skip
     if config.use_opd:
         if old_log_probs is None or teacher_log_probs is None:
             raise ValueError("use_opd needs `old_log_probs` and `teacher_log_probs` [T]; pass both.")

@@ -116,6 +116,27 @@ def _regularizers(
     return total, metrics
 
 
+def _policy_loss(
+    config: LossConfig,
+    plugins: LossPlugins,
+    batch: Mapping[str, Tensor | None],
+    reduction: Reduction,
+    reducer: Reducer,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """pg_loss - entropy_coef * H + kl_loss_coef * KL with all metrics (loss_type='policy_loss')."""
+    pg_loss, token_metrics = _policy_terms(config, plugins, batch, reduction)
+    extra, metrics = _regularizers(config, batch, reducer)
+    loss = pg_loss + extra
+    metrics |= {name: reducer(value.detach()) for name, value in token_metrics.items()}
+    old_log_probs, rollout_log_probs, loss_mask = batch["old_log_probs"], batch["rollout_log_probs"], batch["loss_mask"]
+    if rollout_log_probs is not None:
+        assert old_log_probs is not None and loss_mask is not None
+        diff = _masked_diff(old_log_probs, rollout_log_probs, loss_mask).abs()
+        metrics["train_rollout_logprob_abs_diff"] = reducer(diff.detach())
+    metrics |= {"pg_loss": pg_loss, "loss": loss}
+    return loss, {name: value.detach() for name, value in metrics.items()}
+
+
 def compute_loss(
     config: LossConfig,
     *,
@@ -148,8 +169,7 @@ def compute_loss(
             `compute_value_loss`). plugins: resolved plugins; None resolves the config's paths now.
 
     Returns:
-        (scalar loss, detached scalar metrics: loss, pg_loss, pg_clipfrac, ppo_kl, entropy_loss, kl_loss,
-        tis, tis_clipfrac, tis_abs, ois, opsm_clipfrac, train_rollout_logprob_abs_diff where they apply).
+        (scalar loss, detached scalar metrics that SUM across micro-batches; names in the README).
     """
     plugins = plugins_for(config, plugins)
     batch: dict[str, Tensor | None] = {
@@ -158,13 +178,9 @@ def compute_loss(
         "rollout_log_probs": rollout_log_probs, "entropy": entropy, "values": values, "old_values": old_values,
         "returns": returns,
     }  # fmt: skip
-    reduction = Reduction(
-        cu_seqlens=cu_seqlens,
-        sample_denominators=sample_denominators,
-        num_global_tokens=num_global_tokens,
-        num_global_samples=num_global_samples,
-        calculate_per_token_loss=config.calculate_per_token_loss,
-    )
+    reduction = Reduction(cu_seqlens=cu_seqlens, sample_denominators=sample_denominators,
+                          num_global_tokens=num_global_tokens, num_global_samples=num_global_samples,
+                          calculate_per_token_loss=config.calculate_per_token_loss)  # fmt: skip
     reducer = reduction.reducer(loss_mask)
     if config.loss_type == "sft_loss":
         loss = reducer(sft_token_losses(log_probs, loss_mask))
@@ -173,15 +189,7 @@ def compute_loss(
         assert plugins.custom_loss is not None  # LossConfig requires the path
         loss, custom_metrics = plugins.custom_loss(config, batch, logits, reducer)
         return loss, {name: value.detach() for name, value in custom_metrics.items()}
-    pg_loss, token_metrics = _policy_terms(config, plugins, batch, reduction)
-    extra, metrics = _regularizers(config, batch, reducer)
-    loss = pg_loss + extra
-    metrics |= {name: reducer(value.detach()) for name, value in token_metrics.items()}
-    if rollout_log_probs is not None:
-        diff = _masked_diff(old_log_probs, rollout_log_probs, loss_mask).abs()
-        metrics["train_rollout_logprob_abs_diff"] = reducer(diff.detach())
-    metrics |= {"pg_loss": pg_loss, "loss": loss}
-    return loss, {name: value.detach() for name, value in metrics.items()}
+    return _policy_loss(config, plugins, batch, reduction, reducer)
 
 
 def compute_value_loss(
