@@ -126,3 +126,37 @@ def test_unreachable_server_is_a_clear_error() -> None:
 
     with pytest.raises(EngineError, match="cannot connect"):
         run(go())
+
+
+def test_release_and_pause_hold_generation_until_resumed(local_engine: EngineProcess) -> None:
+    async def go():
+        async with EngineClient(local_engine.url) as client:
+            await client.release_memory_occupation()
+            held = asyncio.create_task(client.generate([5, 6], {"max_new_tokens": 3}))
+            info = await client.server_info()
+            await asyncio.sleep(0.3)
+            assert not held.done()
+            await client.resume_memory_occupation(["weights"])
+            await asyncio.sleep(0.3)
+            assert not held.done()  # kv_cache and cuda_graph are still released
+            await client.resume_memory_occupation()
+            first = await held
+            await client.pause_generation("retract")
+            paused = asyncio.create_task(client.generate([5, 6], {"max_new_tokens": 3}))
+            await asyncio.sleep(0.3)
+            assert not paused.done()
+            await client.continue_generation()
+            return info, first, await paused
+
+    info, first, second = run(go())
+    assert info["memory_released_tags"] == ["cuda_graph", "kv_cache", "weights"]
+    assert len(first.output_ids) == len(second.output_ids) == 3
+
+
+def test_health_generate_and_info_routes(local_engine: EngineProcess) -> None:
+    from slime.sglang.blocking_http import request_json
+
+    for path in ("/health", "/health_generate", "/get_server_info", "/get_model_info", "/flush_cache"):
+        assert request_json("GET", local_engine.url + path)[0] == 200, path
+    status, body = request_json("POST", local_engine.url + "/generate", {"input_ids": [1], "stream": True})
+    assert status == 400 and "does not stream" in body["error"]["message"]
