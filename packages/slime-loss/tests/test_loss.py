@@ -268,3 +268,23 @@ def test_float32_compute_loss_matches_float64_reference(batch, config):
     for name, value in want.items():
         assert metrics[name].dtype == torch.float32
         torch.testing.assert_close(metrics[name], torch.tensor(value, dtype=torch.float32), rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_inputs_are_reduced_in_float32():
+    gen = torch.Generator().manual_seed(0)
+    num_tokens, lengths = 300, torch.tensor([100, 150, 50])
+    cu = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+    log_probs64 = -torch.rand(num_tokens, generator=gen, dtype=torch.float64) * 3
+    old64 = log_probs64 + 0.1 * torch.randn(num_tokens, generator=gen, dtype=torch.float64)
+    adv64 = torch.randn(num_tokens, generator=gen, dtype=torch.float64)
+    common = {"loss_mask": torch.ones(num_tokens, dtype=torch.long), "cu_seqlens": cu, "num_global_samples": 3.0,
+              "sample_denominators": lengths.double(), "num_global_tokens": 300.0}  # fmt: skip
+    want, _ = compute_loss(LossConfig(), log_probs=log_probs64, old_log_probs=old64, advantages=adv64, **common)
+    log_probs = log_probs64.bfloat16().requires_grad_()
+    got, metrics = compute_loss(
+        LossConfig(), log_probs=log_probs, old_log_probs=old64.bfloat16(), advantages=adv64.bfloat16(), **common
+    )
+    assert got.dtype == torch.float32 and metrics["pg_loss"].dtype == torch.float32
+    torch.testing.assert_close(got.double(), want, rtol=0.05, atol=0.02)
+    (grad,) = torch.autograd.grad(got, log_probs)
+    assert grad.dtype == torch.bfloat16 and torch.isfinite(grad).all()

@@ -96,10 +96,12 @@ class Reduction:
         cache: dict[torch.dtype, Tensor] = {}
 
         def reduce(values: Tensor) -> Tensor:
-            weights = cache.get(values.dtype)
+            # bf16/fp16 values are reduced in float32: 1/D_i and long sums need more than 8 mantissa bits.
+            dtype = torch.promote_types(values.dtype, torch.float32)
+            weights = cache.get(dtype)
             if weights is None:
-                weights = cache[values.dtype] = self.token_weights(loss_mask, values.dtype)
-            return (values * weights).sum()
+                weights = cache[dtype] = self.token_weights(loss_mask, dtype)
+            return (values.to(dtype) * weights).sum()
 
         return reduce
 
