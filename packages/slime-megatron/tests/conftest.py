@@ -56,8 +56,9 @@ def megatron_run(shared_tmp: Path) -> Callable[..., dict]:
 
 @pytest.fixture(scope="session")
 def tp1_suite(megatron_run: Callable[..., dict], tiny_qwen3_dir: Path) -> dict:
-    """The main checks on TP=1 (one process)."""
-    return megatron_run("suite_tp1", "suite", 1, model_dir=str(tiny_qwen3_dir), tp=1)
+    """The main checks on TP=1, then the load fallback, the critic and the GPU recipe's CPU path (one process)."""
+    repo_root = str(Path(__file__).resolve().parents[3])
+    return megatron_run("suite_tp1", "suite", 1, model_dir=str(tiny_qwen3_dir), tp=1, repo_root=repo_root)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -54,21 +53,15 @@ def test_offload_frees_and_onload_restores(suite: dict) -> None:
     assert result["train_after"]["train/grad_norm"] > 0
 
 
-@pytest.fixture(scope="module")
-def fallback_and_critic(megatron_run: Callable[..., dict], tiny_qwen3_dir: Path, tp1_suite: dict) -> dict:
-    ckpt_root = str(Path(ok(tp1_suite, "checkpoint")["path"]).parent)
-    return megatron_run("fallback_critic", "fallback_and_critic", 1, model_dir=str(tiny_qwen3_dir), ckpt_root=ckpt_root)
-
-
-def test_load_without_checkpoint_falls_back_to_ref_load(fallback_and_critic: dict, tp1_suite: dict) -> None:
-    result = ok(fallback_and_critic, "fallback")
+def test_load_without_checkpoint_falls_back_to_ref_load(tp1_suite: dict) -> None:
+    result = ok(tp1_suite, "fallback")
     assert result["start"] == 0  # a fallback is a fresh start, not a resume
     saved = ok(tp1_suite, "checkpoint")["restored"]  # the tracker's iteration, as loaded by the TP1 suite
     assert max_abs_diff(result["weights"], saved) == 0.0
 
 
-def test_ppo_critic_trains(fallback_and_critic: dict) -> None:
-    result = ok(fallback_and_critic, "critic")
+def test_ppo_critic_trains(tp1_suite: dict) -> None:
+    result = ok(tp1_suite, "critic")
     assert [v.shape for v in result["before"]] == [v.shape for v in result["after"]]
     assert result["metrics"]["train/critic_value_loss"] > 0
     assert result["metrics"]["train/critic_grad_norm"] > 0

@@ -102,8 +102,14 @@ def _vocab_parallel_vs_single(policy) -> dict[str, float]:
     }
 
 
-def suite(*, out_dir: Path, model_dir: str, tp: int, sequence_parallel: bool = False) -> dict[str, Any]:
-    """The main TP1 / TP2 checks on one actor with a KL loss (so a reference model is held)."""
+def suite(
+    *, out_dir: Path, model_dir: str, tp: int, sequence_parallel: bool = False, repo_root: str | None = None
+) -> dict[str, Any]:
+    """The main TP1 / TP2 checks on one actor with a KL loss (so a reference model is held).
+
+    With `repo_root` (the TP1 world) it goes on with `fallback_and_critic` and the GPU recipe's CPU path in the
+    same process: each world pays megatron's import once.
+    """
     from slime.loss import LossConfig
 
     argv = [
@@ -127,6 +133,9 @@ def suite(*, out_dir: Path, model_dir: str, tp: int, sequence_parallel: bool = F
     _check(result, "checkpoint", lambda: _checkpoint_round_trip(policy, batch))
     _check(result, "micro_batch_invariance", lambda: _micro_batch_invariance(policy, batch))
     _check(result, "offload", lambda: _offload_round_trip(policy, batch))
+    if repo_root is not None:
+        result |= fallback_and_critic(out_dir=out_dir, model_dir=model_dir, ckpt_root=str(out_dir / "ckpt"))
+        result["recipe"] = gpu_recipe_cpu_path(out_dir=out_dir / "recipe", repo_root=repo_root)
     return result
 
 
@@ -201,4 +210,26 @@ def fallback_and_critic(*, out_dir: Path, model_dir: str, ckpt_root: str) -> dic
 
     _check(result, "fallback", fallback)
     _check(result, "critic", critic)
+    return result
+
+
+def gpu_recipe_cpu_path(*, out_dir: Path, repo_root: str) -> dict[str, Any]:
+    """ci/gpu/megatron/bench_megatron_gpu.py on the CPU (tiny shape): checkpoint, train, logits save + compare."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_megatron_gpu", f"{repo_root}/ci/gpu/megatron/bench_megatron_gpu.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    ckpt, logits = str(out_dir / "hf"), str(out_dir / "logits_tp1.pt")
+    common = ["--device", "cpu", "--model", "tiny", "--checkpoint", ckpt, "--pad-multiplier", "8", "--fp32"]
+    result: dict[str, Any] = {}
+    _check(
+        result, "checkpoint", lambda: bench.main(["checkpoint", "--device", "cpu", "--model", "tiny", "--save", ckpt])
+    )
+    train = ["--samples", "8", "--seq-len", "24", "--max-tokens", "64", "--warmup", "1", "--repeats", "2"]
+    _check(result, "train", lambda: bench.main(["train", *common, *train]))
+    _check(result, "logits_save", lambda: bench.main(["logits", *common, "--seq-len", "16", "--save", logits]))
+    _check(result, "logits_compare", lambda: bench.main(["logits", *common, "--seq-len", "16", "--compare", logits]))
     return result

@@ -28,64 +28,62 @@ def _compute_dtype(logits: torch.Tensor) -> torch.dtype:
     return torch.float64 if logits.dtype == torch.float64 else torch.float32
 
 
-def _chunk_stats(logits, targets, vocab_start, vocab_size, temperature, group):
-    """fp32 statistics of a chunk: (z = logits/T - max, valid mask, local target mask, max, log-sum-exp)."""
-    z = logits.to(_compute_dtype(logits)) / temperature
-    cols = torch.arange(vocab_start, vocab_start + z.size(-1), device=z.device)
-    valid = cols < vocab_size
-    z = z.masked_fill(~valid, float("-inf"))
-    row_max = _all_reduce(z.max(dim=-1).values, dist.ReduceOp.MAX, group)
-    z = z - row_max.unsqueeze(-1)
-    local_t = targets - vocab_start
-    in_shard = (local_t >= 0) & (local_t < z.size(-1))
-    return z, valid, local_t.clamp(0, z.size(-1) - 1), in_shard, row_max
+def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(-1)).view(-1)
 
 
 class _VocabParallelLogProb(torch.autograd.Function):
+    """Inputs are this shard's *valid* columns only (padding sliced off by the caller)."""
+
     @staticmethod
-    def forward(ctx, logits, targets, vocab_start, vocab_size, temperature, group, chunk_size, with_entropy):
-        n, dtype = logits.size(0), _compute_dtype(logits)
-        logp, ent, lse_all, max_all = (torch.empty(n, dtype=dtype, device=logits.device) for _ in range(4))
+    def forward(ctx, logits, targets, vocab_start, temperature, group, chunk_size, with_entropy):
+        n, width, dtype = logits.size(0), logits.size(1), _compute_dtype(logits)
+        logp, ent, shift = (torch.empty(n, dtype=dtype, device=logits.device) for _ in range(3))
+        local_t = targets - vocab_start
+        in_shard = (local_t >= 0) & (local_t < width)
+        local_t = local_t.clamp(0, max(0, width - 1)).unsqueeze(-1)
         for s in range(0, n, chunk_size):
             e = min(n, s + chunk_size)
-            z, valid, local_t, in_shard, row_max = _chunk_stats(
-                logits[s:e], targets[s:e], vocab_start, vocab_size, temperature, group
-            )
+            z = logits[s:e].to(dtype) * (1.0 / temperature)  # a fresh [chunk, V_local] buffer
+            local_max = z.max(dim=-1).values if width else z.new_full((e - s,), float("-inf"))
+            row_max = _all_reduce(local_max, dist.ReduceOp.MAX, group)
+            z.sub_(row_max.unsqueeze(-1))
+            picked = z.gather(-1, local_t[s:e]).squeeze(-1) if width else z.new_zeros(e - s)
+            target_z = torch.where(in_shard[s:e], picked, 0.0)
             exp_z = torch.exp(z)
-            target_z = torch.where(in_shard, z.gather(-1, local_t.unsqueeze(-1)).squeeze(-1), 0.0)
-            pz = torch.where(valid, exp_z * z, 0.0).sum(-1) if with_entropy else torch.zeros_like(target_z)
+            pz = _row_dot(exp_z, z) if with_entropy else torch.zeros_like(target_z)
             stats = _all_reduce(torch.stack([exp_z.sum(-1), target_z, pz]), dist.ReduceOp.SUM, group)
             lse = torch.log(stats[0])
             logp[s:e] = stats[1] - lse
             ent[s:e] = lse - stats[2] / stats[0]
-            lse_all[s:e], max_all[s:e] = lse, row_max
-        ctx.save_for_backward(logits, targets, lse_all, max_all, ent)
-        ctx.params = (vocab_start, vocab_size, temperature, chunk_size)
+            shift[s:e] = row_max + lse  # log p = z_raw / T - shift
+        ctx.save_for_backward(logits, local_t.squeeze(-1), in_shard, shift, ent)
+        ctx.params = (temperature, chunk_size)
         return logp, ent
 
     @staticmethod
     def backward(ctx, grad_logp, grad_ent):
-        logits, targets, lse_all, max_all, ent = ctx.saved_tensors
-        vocab_start, vocab_size, temperature, chunk_size = ctx.params
+        logits, local_t, in_shard, shift, ent = ctx.saved_tensors
+        temperature, chunk_size = ctx.params
         grad = torch.empty_like(logits)
-        cols = torch.arange(vocab_start, vocab_start + logits.size(-1), device=logits.device)
-        valid = cols < vocab_size
+        dtype = shift.dtype
         for s in range(0, logits.size(0), chunk_size):
             e = min(logits.size(0), s + chunk_size)
-            log_p = (logits[s:e].to(lse_all.dtype) / temperature - max_all[s:e, None] - lse_all[s:e, None]).masked_fill(
-                ~valid, float("-inf")
-            )
-            p = torch.exp(log_p)
-            # d logp_t / d z_j = 1[j = t] - p_j ;  d H / d z_j = -p_j (log p_j + H)
-            g = -p * grad_logp[s:e, None]
+            log_p = (logits[s:e].to(dtype) * (1.0 / temperature)).sub_(shift[s:e].unsqueeze(-1))
+            p = log_p.exp()
+            # d logp_t / d z_j = 1[j = t] - p_j ;  d H / d z_j = -p_j (log p_j + H);  z = x / T
+            g_lp = grad_logp[s:e].to(dtype).unsqueeze(-1) if grad_logp is not None else None
             if grad_ent is not None:
-                g = g - grad_ent[s:e, None] * torch.where(valid, p * (log_p + ent[s:e, None]), 0.0)
-            local_t = targets[s:e] - vocab_start
-            in_shard = (local_t >= 0) & (local_t < logits.size(-1))
-            rows = torch.nonzero(in_shard).squeeze(-1)
-            g[rows, local_t[rows]] += grad_logp[s:e][rows]
-            grad[s:e] = (g / temperature).to(grad.dtype)
-        return grad, None, None, None, None, None, None, None
+                g_h = grad_ent[s:e].to(dtype).unsqueeze(-1)
+                row = g_h * ent[s:e].unsqueeze(-1) + (g_lp if g_lp is not None else 0.0)
+                g = log_p.mul_(g_h).add_(row).mul_(p).neg_()
+            else:
+                g = p.mul_(g_lp).neg_() if g_lp is not None else torch.zeros_like(p)
+            if g_lp is not None and logits.size(1):
+                hit = in_shard[s:e].to(dtype).unsqueeze(-1) * g_lp
+                g.scatter_add_(-1, local_t[s:e].unsqueeze(-1), hit)
+            grad[s:e] = g.mul_(1.0 / temperature)
+        return grad, None, None, None, None, None, None
 
 
 def vocab_parallel_log_probs(
@@ -116,14 +114,13 @@ def vocab_parallel_log_probs(
     Returns:
         `(log_probs [N], entropy [N] or None)`, differentiable with respect to `logits`.
     """
-    if vocab_size is None:
-        total = logits.size(-1) * (dist.get_world_size(group) if group is not None else 1)
-        vocab_size = total
+    width = logits.size(-1)
+    valid = width if vocab_size is None else max(0, min(width, vocab_size - vocab_start))
     if logits.size(0) == 0:
         empty = logits.new_zeros(0, dtype=_compute_dtype(logits)) + logits.sum() * 0
         return empty, (empty if with_entropy else None)
+    # Padding columns (>= vocab_size) are sliced off: they take no part and get a zero gradient.
+    shard = logits if valid == width else logits[:, :valid]
     chunk = chunk_size if chunk_size > 0 else logits.size(0)
-    logp, ent = _VocabParallelLogProb.apply(
-        logits, targets, vocab_start, vocab_size, temperature, group, chunk, with_entropy
-    )
+    logp, ent = _VocabParallelLogProb.apply(shard, targets, vocab_start, temperature, group, chunk, with_entropy)
     return logp, (ent if with_entropy else None)

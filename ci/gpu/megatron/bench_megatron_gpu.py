@@ -1,0 +1,250 @@
+"""GPU recipe for slime.megatron: train-step throughput / 6N-MFU / peak memory, and TP2-vs-TP1 logits.
+
+`train` writes a random-init bf16 checkpoint of the public Qwen3-0.6B shape (tied embeddings) to a temporary
+folder, builds `MegatronPolicy` on it (megatron-core local spec without TransformerEngine: torch varlen
+attention on packed THD micro-batches, distributed optimizer, bf16 params with fp32 main weights and grads),
+and times `train()` on a rollout batch of `--samples` sequences of random length around `--seq-len`, packed
+first-fit into micro-batches of at most `--max-tokens` tokens (4k by default). One `train()` is one optimizer
+step through the fast path (no reference, old log-probs = current): forward + backward per micro-batch.
+
+`checkpoint` only writes that random checkpoint to `--save` (so that several runs share one). `logits` builds
+the same model at `--tp` (1, or 2 under `torchrun --nproc-per-node 2`), runs one packed
+micro-batch forward and writes the TP-gathered logits (`--save`) or compares them with a saved file
+(`--compare`): max / mean absolute difference, relative error and argmax agreement.
+
+MFU: `6 * N * tokens / time / peak`; N = all parameters (the tied embedding counts once, as the LM head's
+matmul); tokens are real (unpadded) tokens per GPU. `mfu_6n_attn` adds causal attention FLOPs
+(3 x 2 x 2 x layers x heads x head_dim x sum(len^2) / 2). Peak: dense bf16 of the device (H100/H200 SXM 989
+TFLOP/s) or `--peak-tflops`. One JSON object goes to stdout; progress to stderr.
+
+Needs torch, transformers, megatron-core 0.16.1, mbridge 0.15.1, einops and the repository's packages on
+PYTHONPATH (see README.md beside this file for the device commands). `--device cpu --model tiny` is a logic check
+on a CPU machine; it needs megatron's CPU test shim installed first (the package tests do that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+# name: (vocab, hidden, layers, q heads, kv heads, head dim, ffn) from the public Qwen3 configs.
+MODELS = {
+    "0.6b": (151936, 1024, 28, 16, 8, 128, 3072),
+    "tiny": (256, 64, 2, 4, 2, 16, 128),
+}
+PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("GH200", 989.4), ("A100", 312.0))
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def write_checkpoint(model: str, out_dir: str, device: str) -> None:
+    """A random-init Qwen3 of the named shape (seed 0), saved in bf16 with transformers."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    vocab, hidden, layers, heads, kv, head_dim, ffn = MODELS[model]
+    config = Qwen3Config(
+        vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+        num_key_value_heads=kv, head_dim=head_dim, intermediate_size=ffn, max_position_embeddings=40960,
+        rms_norm_eps=1e-6, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        tie_word_embeddings=True,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    with torch.device(device):
+        hf = Qwen3ForCausalLM(config).to(torch.bfloat16)
+    hf.save_pretrained(out_dir)
+
+
+def rollout_batch(samples: int, seq_len: int, vocab: int, seed: int):
+    """Random sequences of length in [seq_len/2, 3 seq_len/2], the second half being the response."""
+    from slime.types import RolloutBatch, TrainSample
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(samples):
+        n = rng.randint(seq_len // 2, 3 * seq_len // 2)
+        r = max(1, n // 2)
+        tokens = tuple(rng.randrange(vocab) for _ in range(n))
+        out.append(TrainSample(tokens=tokens, response_length=r, loss_mask=(1,) * r, reward=float(rng.random() < 0.5),
+                               group_index=i // 8, index=i))  # fmt: skip
+    return RolloutBatch(rollout_id=0, samples=tuple(out), n_samples_per_prompt=8)
+
+
+def build_policy(args: argparse.Namespace, hf_dir: str):
+    from slime.loss import LossConfig
+    from slime.megatron import ActorConfig, parse_megatron_args
+    from slime.megatron.policy import MegatronPolicy
+
+    argv = ["--tensor-model-parallel-size", str(args.tp), "--lr", "1e-6", "--micro-batch-size", "1"]
+    if args.tp > 1 and args.sequence_parallel:
+        argv.append("--sequence-parallel")
+    ns, rest = parse_megatron_args(argv)
+    assert not rest, rest
+    ns.bf16 = not args.fp32
+    actor = ActorConfig(hf_checkpoint=hf_dir, use_dynamic_batch_size=True, max_tokens_per_gpu=args.max_tokens,
+                        data_pad_size_multiplier=args.pad_multiplier)  # fmt: skip
+    return MegatronPolicy(ns, actor, LossConfig())
+
+
+def count_params(model: str) -> int:
+    """Parameters of the tied Qwen3 shape (embedding once, per-layer projections and norms, final norm)."""
+    vocab, hidden, layers, heads, kv, head_dim, ffn = MODELS[model]
+    per_layer = hidden * (heads + 2 * kv) * head_dim + heads * head_dim * hidden + 3 * hidden * ffn
+    per_layer += 2 * hidden + 2 * head_dim
+    return vocab * hidden + layers * per_layer + hidden
+
+
+def peak_tflops(args: argparse.Namespace) -> float | None:
+    if args.peak_tflops:
+        return args.peak_tflops
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_BF16_TFLOPS if k in name), None)
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def run_train(args: argparse.Namespace, hf_dir: str) -> dict[str, Any]:
+    policy = build_policy(args, hf_dir)
+    vocab, hidden, layers, heads, _, head_dim, _ = MODELS[args.model]
+    batch = rollout_batch(args.samples, args.seq_len, vocab, seed=1)
+    n_params = count_params(args.model)
+    log(f"built: {n_params / 1e6:.1f}M parameters, {batch.num_tokens} tokens in {len(batch.samples)} samples")
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    for i in range(args.warmup):
+        policy.train(i, batch)
+    _sync()
+    times, metrics = [], {}
+    for i in range(args.repeats):
+        start = time.perf_counter()
+        metrics = dict(policy.train(args.warmup + i, batch))
+        _sync()
+        times.append(time.perf_counter() - start)
+        loss, norm = metrics.get("train/loss"), metrics.get("train/grad_norm")
+        log(f"train {i}: {times[-1]:.3f} s, loss {loss}, grad_norm {norm}")
+    seconds = statistics.median(times)
+    dp = max(1, int(os.environ.get("WORLD_SIZE", "1")) // args.tp)
+    tokens_per_gpu = batch.num_tokens / dp
+    tokens_per_s = tokens_per_gpu / seconds
+    attn = 3 * 2 * 2 * layers * heads * head_dim * sum(s.total_length**2 for s in batch.samples) / 2 / dp
+    peak = peak_tflops(args)
+    result: dict[str, Any] = {
+        "mode": "train",
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "model": args.model,
+        "tp": args.tp,
+        "params": n_params,
+        "samples": len(batch.samples),
+        "tokens": batch.num_tokens,
+        "max_tokens_per_micro_batch": args.max_tokens,
+        "seconds_median": seconds,
+        "seconds_all": times,
+        "tokens_per_s_per_gpu": tokens_per_s,
+        "peak_tflops": peak,
+        "mfu_6n": None if peak is None else 6 * n_params * tokens_per_s / (peak * 1e12),
+        "mfu_6n_attn": None if peak is None else (6 * n_params * tokens_per_gpu + attn) / seconds / (peak * 1e12),
+        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
+        "last_metrics": metrics,
+        "attention": "torch varlen_attn" if torch.cuda.is_available() and not args.fp32 else "reference sdpa",
+    }
+    result["meets_goal_mfu_30"] = None if result["mfu_6n"] is None else result["mfu_6n"] >= 0.30
+    return result
+
+
+def run_logits(args: argparse.Namespace, hf_dir: str) -> dict[str, Any]:
+    from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
+
+    from slime.megatron import _megatron_globals as mg
+    from slime.megatron.packing import PackedMicroBatch
+
+    policy = build_policy(args, hf_dir)
+    batch = rollout_batch(8, args.seq_len, MODELS[args.model][0], seed=2)
+    mb = PackedMicroBatch.build(batch.samples, range(len(batch.samples)), pad_multiple=args.pad_multiplier * args.tp,
+                                device=mg.device())  # fmt: skip
+    module = policy.stack.modules[0].eval()
+    with torch.no_grad():
+        out = module(input_ids=mb.tokens, position_ids=mb.position_ids, attention_mask=None,
+                     packed_seq_params=mb.packed_seq_params)  # fmt: skip
+        logits = gather_from_tensor_model_parallel_region(out)[0, : mb.num_tokens, : policy.stack.bridge.vocab_size]
+    logits = logits.float().cpu()
+    result: dict[str, Any] = {"mode": "logits", "tp": args.tp, "tokens": mb.num_tokens, "dtype": str(out.dtype)}
+    if mg.world_rank() != 0:
+        return result
+    if args.save:
+        torch.save(logits, args.save)
+        result["saved"] = args.save
+    if args.compare:
+        ref = torch.load(args.compare)
+        diff = (logits - ref).abs()
+        result |= {
+            "compared_with": args.compare,
+            "max_abs_diff": diff.max().item(),
+            "mean_abs_diff": diff.mean().item(),
+            "rel_err": (diff.norm() / ref.norm()).item(),
+            "argmax_agreement": (logits.argmax(-1) == ref.argmax(-1)).float().mean().item(),
+        }
+    return result
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("mode", choices=["train", "logits", "checkpoint"])
+    p.add_argument("--model", choices=sorted(MODELS), default="0.6b")
+    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    p.add_argument("--tp", type=int, default=1)
+    p.add_argument("--sequence-parallel", action="store_true")
+    p.add_argument("--fp32", action="store_true", help="fp32 parameters (default bf16)")
+    p.add_argument("--samples", type=int, default=64)
+    p.add_argument("--seq-len", type=int, default=1024)
+    p.add_argument("--max-tokens", type=int, default=4096)
+    p.add_argument("--pad-multiplier", type=int, default=128)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--peak-tflops", type=float, default=None)
+    p.add_argument("--checkpoint", default=None, help="reuse this HF folder instead of writing a random one")
+    p.add_argument("--save", default=None, help="logits: write the gathered logits here; checkpoint: the folder")
+    p.add_argument("--compare", default=None, help="logits: compare with logits saved by an earlier run")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device; use --device cpu --model tiny for a logic check")
+    if args.mode == "checkpoint":
+        write_checkpoint(args.model, args.save, args.device)
+        result = {"mode": "checkpoint", "model": args.model, "folder": args.save, "params": count_params(args.model)}
+        print(json.dumps(result), flush=True)
+        return result
+    with tempfile.TemporaryDirectory() as tmp:
+        hf_dir = args.checkpoint or tmp
+        if args.checkpoint is None:
+            write_checkpoint(args.model, hf_dir, "cuda" if args.device == "cuda" else "cpu")
+        result = run_train(args, hf_dir) if args.mode == "train" else run_logits(args, hf_dir)
+    from slime.megatron import _megatron_globals as mg
+
+    if mg.world_rank() == 0:
+        print(json.dumps(result), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()
+    from slime.megatron import _megatron_globals
+
+    _megatron_globals.destroy()

@@ -1,0 +1,33 @@
+#!/bin/bash
+# Runs ON THE DEVICE (lent H100/H200), from the repo root, through the device tool's `run`, with `.mwhl` carried
+# (see fetch_wheels.sh). Subcommands:
+#   train   one GPU: random Qwen3-0.6B, packed 4k micro-batches: tokens/s, 6N-MFU, peak memory  -> $OUT/train.json
+#   tp      two GPUs: TP2 (+ sequence parallel) logits vs TP1, and a TP2 train step             -> $OUT/tp*.json
+#   all     both (needs two GPUs for the tp part; it is skipped on one)
+set -uo pipefail
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .mwhl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$(ls -d packages/*/src | paste -sd:) PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # KINDS.md: never multicast
+B=ci/gpu/megatron/bench_megatron_gpu.py
+O=${OUT:-/tmp/megatron_out}
+mkdir -p "$O"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+python3 -c "import megatron.core, mbridge, torch; print('megatron-core', megatron.core.__version__, 'torch', torch.__version__)"
+python3 $B checkpoint --save /tmp/qwen3-0.6b-rand > "$O/checkpoint.json" || exit 2
+GPUS=$(python3 -c "import torch; print(torch.cuda.device_count())")
+case "${1:-all}" in
+  train|all) python3 $B train --checkpoint /tmp/qwen3-0.6b-rand 2> "$O/train.log" | tee "$O/train.json" ;;
+esac
+case "${1:-all}" in
+  tp|all)
+    if [ "$GPUS" -lt 2 ]; then echo '{"tp": "skipped: one GPU"}'; exit 0; fi
+    python3 $B logits --seq-len 256 --tp 1 --checkpoint /tmp/qwen3-0.6b-rand --save /tmp/logits_tp1.pt 2> "$O/tp.log"
+    torchrun --nproc-per-node 2 $B logits --seq-len 256 --tp 2 --checkpoint /tmp/qwen3-0.6b-rand --compare /tmp/logits_tp1.pt \
+      2>> "$O/tp.log" | tee "$O/tp_logits.json"
+    torchrun --nproc-per-node 2 $B logits --seq-len 256 --tp 2 --sequence-parallel --checkpoint /tmp/qwen3-0.6b-rand \
+      --compare /tmp/logits_tp1.pt 2>> "$O/tp.log" | tee "$O/tp_sp_logits.json"
+    torchrun --nproc-per-node 2 $B train --tp 2 --sequence-parallel --checkpoint /tmp/qwen3-0.6b-rand \
+      2>> "$O/tp.log" | tee "$O/tp_train.json"
+    ;;
+esac
+tail -5 "$O"/*.log
