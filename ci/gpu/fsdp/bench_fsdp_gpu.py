@@ -135,7 +135,7 @@ def variants(base: dict[str, Any]) -> dict[str, FSDPConfig]:
 def run_rows(args: argparse.Namespace, ckpt: str, batch: RolloutBatch, info: Any) -> tuple[list[dict[str, Any]], int]:
     base = {
         "hf_checkpoint": ckpt, "lr": 1e-6, "use_dynamic_batch_size": True, "max_tokens_per_gpu": args.max_tokens,
-        "device": args.device, "gradient_checkpointing": args.gradient_checkpointing,
+        "device": args.device, "gradient_checkpointing": args.gradient_checkpointing, "compile": args.compile,
     }  # fmt: skip
     rows: list[dict[str, Any]] = []
     params = 0
@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-tokens", type=int, default=4096, help="--max-tokens-per-gpu (packed micro-batch)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each decoder layer")
     parser.add_argument("--only-grpo", action="store_true", help="skip the grpo+kl row")
     parser.add_argument("--peak-tflops", type=float, default=None)
     args = parser.parse_args(argv)
@@ -199,6 +200,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "samples": args.samples,
         "max_tokens_per_gpu": args.max_tokens,
         "gradient_checkpointing": args.gradient_checkpointing,
+        "compile": args.compile,
         "peak_tflops": None if peak is None else peak / 1e12,
         "max_memory_gib": torch.cuda.max_memory_allocated(info.device) / 2**30 if info.device.type == "cuda" else None,
         "torch": torch.__version__,

@@ -86,6 +86,8 @@ class FSDPConfig:
     """Compute dtype of forward/backward (master weights stay float32): bfloat16 on cuda, float32 on cpu."""
     gradient_checkpointing: bool = False
     """Recompute decoder-layer activations in backward."""
+    compile: bool = False
+    """`torch.compile` each decoder layer (fuses norms, rotary and activations; needs a C++/Triton toolchain)."""
     update_weight_buffer_size: int = 512 * 1024**2
     """Bytes of full (gathered) tensors materialised at once by `export_weights` (slime's default)."""
     export_dtype: DType = "auto"

@@ -23,7 +23,7 @@ class ForwardOutput:
     log_probs: Tensor
     entropy: Tensor | None
     anchor: Tensor
-    """`0 * sum(logits)`: added to a dummy micro-batch's loss so every parameter joins backward."""
+    """`0 * sum(logits)` for a dummy micro-batch, so every parameter joins backward; a constant 0 otherwise."""
 
 
 def forward_packed(
@@ -31,10 +31,10 @@ def forward_packed(
 ) -> ForwardOutput:
     """Run `model` on `batch` and return the response tokens' log-probs under `temperature`."""
     logits = model(**batch.model_kwargs()).logits[0]
-    anchor = logits.sum() * 0.0
     if batch.is_empty:
         empty = logits.new_zeros(0, dtype=torch.float32)
-        return ForwardOutput(empty, empty if with_entropy else None, anchor)
+        return ForwardOutput(empty, empty if with_entropy else None, logits.sum() * 0.0)
+    anchor = logits.new_zeros((), dtype=torch.float32)  # real batches reach every parameter through the loss
     if with_entropy:
         log_probs, entropy = log_probs_and_entropy_from_logits(logits, batch.target_ids, temperature, chunk_size)
         return ForwardOutput(log_probs, entropy, anchor)

@@ -69,9 +69,13 @@ def build_model(config: FSDPConfig, mesh: DeviceMesh, device: torch.device) -> n
     if config.lora_rank > 0:
         model = _apply_lora(model, config)
     policy = MixedPrecisionPolicy(param_dtype=compute_dtype(config, device), reduce_dtype=torch.float32)
+    # One rank holds every shard anyway: keeping the gathered layer for backward saves a second gather.
+    reshard_after_forward = mesh.size() > 1
     for layer in decoder_layers(model):
-        fully_shard(layer, mesh=mesh, mp_policy=policy)
-    fully_shard(model, mesh=mesh, mp_policy=policy)
+        if config.compile:
+            layer.compile()  # before sharding, so FSDP's hooks stay outside the compiled graph
+        fully_shard(layer, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
+    fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
     for module in model.modules():
         if isinstance(module, FSDPModule):
             # Sum, never average: the loss already carries the global denominators.

@@ -86,12 +86,13 @@ def train_step(
     totals = (max(1.0, sum(mask_sums[i] for i in step_samples)), float(len(step_samples)))
     ctx.model.train()
     ctx.optimizer.zero_grad(set_to_none=True)
-    local: dict[str, float] = {}
+    sums: dict[str, Tensor] = {}
     for mb in micro_batches:
         loss, metrics = _micro_batch_loss(ctx, mb, data, mask_sums, totals)
         loss.backward()
-        for name, value in metrics.items():
-            local[name] = local.get(name, 0.0) + float(value)
+        for name, value in metrics.items():  # device tensors: no host sync per micro-batch
+            sums[name] = sums[name] + value if name in sums else value
+    local = dict(zip(sums, torch.stack(list(sums.values())).double().tolist(), strict=True)) if sums else {}
     grad_norm = clip_grad_norm(ctx.params, ctx.clip_grad)
     lr = float(ctx.optimizer.param_groups[0]["lr"])
     skipped = not math.isfinite(grad_norm)
