@@ -1,8 +1,17 @@
-"""Shared fixtures: real local-server subprocesses on 127.0.0.1 built on the testkit's tiny Qwen3."""
+"""Shared fixtures: the real sglang-router and engine subprocesses on 127.0.0.1.
+
+By default the engines are local servers on the testkit's tiny Qwen3 (CPU). The GPU recipe
+(`ci/gpu/sglang/device.sh tests`) runs the same client tests against stock SGLang by setting
+`SLIME_TEST_ENGINE=sglang`, `SLIME_TEST_MODEL=<HF folder>`, `SLIME_TEST_SERVER_ARGS="<launch_server flags>"`
+and `SLIME_TEST_LOGPROB_ATOL` (bf16 kernels are not bit-exact with the fp32 reference). Tests marked
+`local_only` exercise the local server itself and are skipped then.
+"""
 
 from __future__ import annotations
 
 import functools
+import os
+import shlex
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,16 +23,52 @@ from slime.sglang.engine_process import EngineProcess
 from slime.sglang.router import RouterConfig
 from slime.sglang.server_args import EngineConfig
 
+ENGINE = os.environ.get("SLIME_TEST_ENGINE", "local")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "local_only: tests of the local server itself (skipped against real SGLang)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if ENGINE == "local":
+        return
+    skip = pytest.mark.skip(reason=f"tests the local server; SLIME_TEST_ENGINE={ENGINE}")
+    for item in items:
+        if item.get_closest_marker("local_only") is not None:
+            item.add_marker(skip)
+
 
 @pytest.fixture(scope="session")
-def group(tiny_qwen3_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineGroup]:
-    """The real sglang-router (round robin, 1 s health checks) in front of two local servers.
+def model_dir(request: pytest.FixtureRequest) -> Path:
+    """The checkpoint the engines serve: SLIME_TEST_MODEL, else the testkit's tiny Qwen3."""
+    configured = os.environ.get("SLIME_TEST_MODEL")
+    return Path(configured) if configured else request.getfixturevalue("tiny_qwen3_dir")
+
+
+@pytest.fixture(scope="session")
+def logprob_atol() -> float:
+    """How close engine log-probs must be to teacher forcing (1e-5: fp32 local servers)."""
+    return float(os.environ.get("SLIME_TEST_LOGPROB_ATOL", "1e-5"))
+
+
+@pytest.fixture(scope="session")
+def engine_config(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> EngineConfig:
+    server_args = tuple(shlex.split(os.environ.get("SLIME_TEST_SERVER_ARGS", "")))
+    logs = str(tmp_path_factory.mktemp("engine_logs"))
+    return EngineConfig(model_path=str(model_dir), backend="sglang" if ENGINE == "sglang" else "local",
+                        startup_timeout_s=600, log_dir=logs, server_args=server_args)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def group(engine_config: EngineConfig) -> Iterator[EngineGroup]:
+    """The real sglang-router (round robin, 1 s health checks) in front of two engines.
 
     Shared by every test of one pytest worker; tests that pause, release or reload weights restore them.
     """
-    logs = str(tmp_path_factory.mktemp("engine_logs"))
+    logs = engine_config.log_dir
     config = EngineGroupConfig(
-        engine=EngineConfig(model_path=str(tiny_qwen3_dir), backend="local", startup_timeout_s=300, log_dir=logs),
+        engine=engine_config,
         num_engines=2,
         router=RouterConfig(policy="round_robin", health_check_interval_secs=1, log_dir=logs),
     )
@@ -38,11 +83,12 @@ def local_engine(group: EngineGroup) -> EngineProcess:
 
 
 @pytest.fixture(scope="session")
-def reference_model(tiny_qwen3_dir: Path) -> torch.nn.Module:
-    """The same checkpoint in this process, for teacher-forced log-probs."""
+def reference_model(model_dir: Path) -> torch.nn.Module:
+    """The same checkpoint in this process (fp32; on the GPU when there is one), for teacher-forced log-probs."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(tiny_qwen3_dir, dtype=torch.float32).eval()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device).eval()
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +129,7 @@ def teacher_forced_batch(
     for row, (prompt, output) in enumerate(pairs):
         ids[row, : len(prompt) + len(output)] = torch.tensor(prompt + output)
     with torch.no_grad():
-        logits = model(input_ids=ids).logits.double()
+        logits = model(input_ids=ids.to(model.device)).logits.double().cpu()
     logprobs = torch.log_softmax(logits / (temperature if temperature > 1e-6 else 1.0), dim=-1)
     out = []
     for row, (prompt, output) in enumerate(pairs):

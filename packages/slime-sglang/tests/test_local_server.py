@@ -10,6 +10,8 @@ from slime.sglang.client import EngineClient
 from slime.sglang.engine_process import EngineProcess
 from slime.types import EngineError, SamplingParams
 
+pytestmark = pytest.mark.local_only
+
 
 def run(coro):
     return asyncio.run(coro)

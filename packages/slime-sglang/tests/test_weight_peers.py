@@ -22,6 +22,8 @@ from slime.sglang.local_server.scheduler import Scheduler
 from slime.sglang.local_server.weights import WeightUpdates
 from slime.sync import DiskSender, SharedMemorySender
 
+pytestmark = pytest.mark.local_only
+
 TRUSTED, STRANGER = "10.1.2.3", "10.9.9.9"
 
 
