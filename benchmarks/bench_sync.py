@@ -4,12 +4,13 @@ The weights have Qwen3-0.6B shapes (151936 x 1024 embedding, 28-layer geometry) 
 that makes `--gib` GiB. The engine is a separate process whose `load_weights` copies every tensor into
 preallocated model tensors, as a real engine does. Each figure is the sender's `publish` wall time, from the
 first byte read to the engine's acknowledgement (median of `--repeats`), and GB/s = weight bytes / that time.
-GB/cpu-s divides by the CPU seconds of both processes instead, which a busy shared machine disturbs less:
+GB/cpu-s divides by the CPU seconds of both processes instead, which a busy shared machine disturbs less. The
+memcpy floor (one in-memory copy of every byte) is printed first; shm and broadcast copy every byte at least twice:
 
 - `shm`: colocated, one shared-memory handle per 512 MiB bucket (CPU stand-in for CUDA IPC).
 - `broadcast`: gloo broadcast over loopback, trainer rank 0 -> engine rank 1.
 - `disk`: safetensors + manifest written, fsynced and renamed under `--disk-dir`, then read by the engine.
-- `delta_full`: the delta transport's first publish (every tensor zstd-compressed, inline base64).
+- `delta_full`: the delta transport's first publish (every tensor zstd-compressed; blob file in the temp dir).
 - `delta_1pct`: a later publish after changing 1% of the elements of every tensor (XOR + zstd).
 
     uv run --frozen python benchmarks/bench_sync.py            # all transports, 1 GiB
@@ -81,6 +82,17 @@ def perturb(weights: dict[str, torch.Tensor], fraction: float, seed: int) -> Non
         flat[idx] = flat[idx] * 1.01 + 0.01
 
 
+def copy_bandwidth(nbytes: int = 256 * 2**20, repeats: int = 5) -> float:
+    """Bytes per second of one large in-memory copy on this machine: the floor a CPU transport is compared to."""
+    a, b = torch.ones(nbytes, dtype=torch.uint8), torch.empty(nbytes, dtype=torch.uint8)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        b.copy_(a)
+        times.append(time.perf_counter() - start)
+    return nbytes / statistics.median(times)
+
+
 def engine(conn: Any, transport: str, shapes: dict[str, tuple[int, ...]], root: str) -> None:
     """The engine process: preallocated model tensors, one receiver, payloads in over a pipe."""
     torch.set_num_threads(1)
@@ -98,7 +110,7 @@ def engine(conn: Any, transport: str, shapes: dict[str, tuple[int, ...]], root: 
     elif transport == "disk":
         receiver = DiskReceiver(load_weights, root=root)
     else:
-        receiver = DeltaReceiver(load_weights)
+        receiver = DeltaReceiver(load_weights, root=root)
     while (message := conn.recv()) is not None:
         cpu = time.process_time()
         try:
@@ -115,7 +127,7 @@ def make_sender(transport: str, deliver: Any, root: str) -> Any:
         return BroadcastSender(deliver, world_size=2)
     if transport == "disk":
         return DiskSender(deliver, root)
-    return DeltaSender(deliver)
+    return DeltaSender(deliver, directory=root)  # file mode, as slime publishes deltas (no base64)
 
 
 def bench(transport: str, weights: dict[str, torch.Tensor], repeats: int, root: str) -> dict[str, Any]:
@@ -172,6 +184,9 @@ def main() -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args()
     weights = make_weights(qwen3_shapes(int(args.gib * 2**30)))
+    copy_gb_per_s = copy_bandwidth() / 1e9
+    if not args.json:
+        print(f"memcpy floor: {copy_gb_per_s:.2f} GB/s (one copy of every byte)", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(dir=args.disk_dir) as root:
         for transport in args.transports.split(","):
@@ -186,7 +201,7 @@ def main() -> None:
                 )
     if args.json:
         machine = {"cpus": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__}
-        print(json.dumps({"machine": machine, "rows": rows}, indent=1))
+        print(json.dumps({"machine": machine, "copy_gb_per_s": round(copy_gb_per_s, 3), "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -164,16 +164,17 @@ class BroadcastSender:
                 if self._device.type == "cuda":
                     torch.cuda.synchronize(self._device)
                 delivery.finish(self._timeout)
-        except BaseException:
-            self._drop_group()  # the engines' side is broken too; the next publish rebuilds it
+        except BaseException as exc:
+            # The engines tore their side down if a broadcast failed; either way the next publish rebuilds it.
+            self._drop_group(broken=not isinstance(exc, WeightSyncError) or "broadcast failed" in str(exc))
             raise
         self._last = version
         nbytes = sum(m.nbytes for m in manifests)
         return publish_stats(nbytes, started, num_buckets=float(len(manifests)), num_parts=float(len(parts)))
 
-    def _drop_group(self) -> None:
+    def _drop_group(self, *, broken: bool = False) -> None:
         if self._group is not None:
-            self._group.close()
+            self._group.close(broken=broken)
             self._group = None
 
     def close(self) -> None:
@@ -240,9 +241,9 @@ class BroadcastReceiver(VersionedReceiver):
         self._group = WeightGroup(rank=self._rank, group_name=name, **args)
         return True
 
-    def _leave(self) -> None:
+    def _leave(self, *, broken: bool = False) -> None:
         if self._group is not None:
-            self._group.close()
+            self._group.close(broken=broken)
             self._group = None
 
     def _receive(self, payload: Mapping[str, Any]) -> list[tuple[str, torch.Tensor]]:
@@ -257,7 +258,7 @@ class BroadcastReceiver(VersionedReceiver):
                     self._group.broadcast(buffer)
                 staged.extend(unflatten_bucket(manifest, buffer))
         except WeightSyncError:
-            self._leave()  # a failed collective leaves the group unusable
+            self._leave(broken=True)  # a failed collective leaves the group unusable
             raise
         return staged
 

@@ -82,18 +82,21 @@ class DeltaSender:
             self.reset()
         tensors = [(n, as_bytes(t).cpu(), t) for n, t in collect_named_tensors(named_tensors)]
         records, frames, changed = self._encode(tensors)
-        blob = b"".join(frames)
+        digest, size = hashlib.blake2b(digest_size=16), 0
+        for frame in frames:
+            digest.update(frame)
+            size += len(frame)
         payload = {
             **PayloadHeader(TRANSPORT, version).to_dict(),
             "base_version": self._base,
             "tensors": records,
-            "data_bytes": len(blob),
-            "data_checksum": hashlib.blake2b(blob, digest_size=16).hexdigest(),
+            "data_bytes": size,
+            "data_checksum": digest.hexdigest(),
         }
         if self._directory is None:
-            payload["data"] = base64.b64encode(blob).decode("ascii")
+            payload["data"] = base64.b64encode(b"".join(frames)).decode("ascii")
         else:
-            payload["file"] = str(self._write_blob(blob, version))
+            payload["file"] = str(self._write_blob(frames, version))
         try:
             self._deliver(payload)
         except BaseException:
@@ -103,7 +106,7 @@ class DeltaSender:
         self._base = self._last = version
         self._prune(version)
         nbytes = sum(b.numel() for _, b, _ in tensors)
-        return publish_stats(nbytes, started, wire_bytes=float(len(blob)), changed_tensors=float(changed))
+        return publish_stats(nbytes, started, wire_bytes=float(size), changed_tensors=float(changed))
 
     def _encode(self, tensors: list[tuple[str, torch.Tensor, torch.Tensor]]) -> tuple[list[dict], list[bytes], int]:
         records, frames, offset, changed = [], [], 0, 0
@@ -136,23 +139,25 @@ class DeltaSender:
 
     def _advance(self, tensors: list[tuple[str, torch.Tensor, torch.Tensor]], records: list[dict]) -> None:
         snapshot = {}
-        for (name, new, _), record in zip(tensors, records, strict=True):
+        for (name, new, original), record in zip(tensors, records, strict=True):
             old = self._snapshot.get(name)
             if record["encoding"] == "xor" and old is not None:
                 old[0].copy_(new)  # reuse the snapshot's memory
                 data = old[0]
-            else:
-                data = old[0] if record["encoding"] == "same" and old is not None else new.clone()
+            elif record["encoding"] == "same" and old is not None:
+                data = old[0]
+            else:  # `new` may view the trainer's live tensor (CPU); a GPU tensor's `.cpu()` is already a copy
+                data = new.clone() if _shares_memory(new, original) else new
             snapshot[name] = (data, record["dtype"], tuple(record["shape"]), record["checksum"])
         self._snapshot = snapshot
 
-    def _write_blob(self, blob: bytes, version: int) -> Path:
+    def _write_blob(self, frames: list[bytes], version: int) -> Path:
         assert self._directory is not None
         self._directory.mkdir(parents=True, exist_ok=True)
         final = self._directory / f"delta_v{version:06d}.bin"
         tmp = self._directory / f".tmp-{final.name}"
         with open(tmp, "wb") as f:
-            f.write(blob)
+            f.writelines(frames)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)  # atomic: a reader sees the whole blob or no file
@@ -167,6 +172,10 @@ class DeltaSender:
     def close(self) -> None:
         """Drop the snapshot."""
         self.reset()
+
+
+def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.device == b.device and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
 class DeltaReceiver(VersionedReceiver):
@@ -261,14 +270,14 @@ class DeltaReceiver(VersionedReceiver):
             if old[1] != checksum or (self._deep_verify and tensor_checksum(old[0]) != checksum):
                 raise WeightSyncError(f"tensor {name!r}: the receiver's base differs from the sender's.")
             return name, shape, dtype, old[0], checksum
-        data = self._decompress(name, blob[offset : offset + length], nbytes)
+        data = self._decompress(name, memoryview(blob)[offset : offset + length], nbytes)
         if encoding == "xor":
             data = torch.bitwise_xor(data, old[0])
         if tensor_checksum(data) != checksum:
             raise WeightSyncError(f"tensor {name!r}: reconstructed bytes fail their checksum.")
         return name, shape, dtype, data, checksum
 
-    def _decompress(self, name: str, frame: bytes, nbytes: int) -> torch.Tensor:
+    def _decompress(self, name: str, frame: memoryview, nbytes: int) -> torch.Tensor:
         try:
             raw = self._decompressor.decompress(frame, max_output_size=nbytes)
         except zstandard.ZstdError as exc:

@@ -83,15 +83,19 @@ class WeightGroup:
         except RuntimeError as exc:
             raise WeightSyncError(f"weight broadcast failed on rank {self.rank}: {exc}") from exc
 
-    def close(self) -> None:
-        """Tear the group down (NCCL communicators are freed); safe to call twice."""
+    def close(self, *, broken: bool = False) -> None:
+        """Tear the group down (NCCL communicators are freed); safe to call twice.
+
+        `broken=True` after a failed collective: abort instead of a clean shutdown, which could wait on dead peers.
+        """
         backend = getattr(self, "_backend", None)
         self._backend = None
-        if backend is not None and hasattr(backend, "shutdown"):
+        method = getattr(backend, "abort" if broken else "shutdown", None)
+        if method is not None:
             try:
-                backend.shutdown()
+                method()
             except RuntimeError:
-                pass  # already broken (a peer died): nothing left to release cleanly
+                pass  # already torn down by the failure: nothing left to release
         self._store = None
 
 

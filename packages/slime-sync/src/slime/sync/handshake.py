@@ -182,11 +182,13 @@ class VersionedReceiver:
             return self._version
 
     def _check_part(self, header: PayloadHeader) -> None:
-        expected = 0 if self._pending is None or self._pending[0] != header.version else self._pending[1]
-        if header.part != expected:
-            raise WeightSyncError(
-                f"version {header.version}: got part {header.part} of {header.num_parts}, expected part {expected}."
-            )
+        # Part 0 always (re)starts a version, so a sender retrying after a failure is not locked out.
+        if header.part == 0 or self._pending == (header.version, header.part):
+            return
+        expected = self._pending[1] if self._pending is not None and self._pending[0] == header.version else 0
+        raise WeightSyncError(
+            f"version {header.version}: got part {header.part} of {header.num_parts}, expected part {expected}."
+        )
 
     def _advance(self, header: PayloadHeader) -> None:
         if header.part + 1 == header.num_parts:

@@ -89,6 +89,8 @@ class SharedMemorySender:
                 payload["checksums"] = checksums_of((n, tensors[n]) for m in part for n in m.names)
             self._deliver(payload)
             del buffers  # engines loaded them; never reuse a buffer a consumer might still read
+            if any(m.nbytes for m in part) and torch.cuda.is_initialized():
+                torch.cuda.ipc_collect()  # free CUDA-IPC blocks the engines released (else they wait for an OOM)
         self._last = version
         nbytes = sum(m.nbytes for m in manifests)
         return publish_stats(nbytes, started, num_buckets=float(len(manifests)), num_parts=float(len(parts)))
