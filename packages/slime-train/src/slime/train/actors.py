@@ -17,6 +17,14 @@ from slime.train.placement import create_placement_group, plan_placement
 
 def init_ray(args: argparse.Namespace) -> None:
     """Join the cluster named by RAY_ADDRESS (`ray job submit`, `ray start`) or start a loopback-only one."""
+    # Ray reads these when it is imported and when it starts: set them first.
+    # Without the first two Ray 2.60 binds the machine's public address and writes an auth token to $HOME.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # `uv run` drivers would otherwise make Ray package the working tree and build a venv per worker.
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    # A loaded 2-core laptop can take more than the default minute to bring the raylet up.
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "180")
     import ray
 
     if ray.is_initialized():
@@ -24,9 +32,6 @@ def init_ray(args: argparse.Namespace) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
         return
-    # Without these Ray 2.60 binds the machine's public address and writes an auth token to $HOME.
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(num_cpus=args.ray_num_cpus, include_dashboard=False, log_to_driver=True)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 from collections.abc import Sequence
 from typing import Any
@@ -35,11 +36,17 @@ def _engine_group(args: argparse.Namespace) -> Any:
         num_engines = 1
     else:
         num_engines = max(1, (args.rollout_num_gpus or 0) // args.rollout_num_gpus_per_engine)
+    env: tuple[tuple[str, str], ...] = ()
+    if args.rollout_engine == "local" and "OMP_NUM_THREADS" not in os.environ:
+        from slime.train.trainer_host import cpu_threads_per_process
+
+        env = (("OMP_NUM_THREADS", str(cpu_threads_per_process(args))),)
     engine = EngineConfig(
         model_path=args.hf_checkpoint,
         backend="local" if args.rollout_engine == "local" else "sglang",
         num_gpus_per_engine=args.rollout_num_gpus_per_engine,
         server_args=tuple(engine_flags),
+        env=env,
     )
     router = RouterConfig(
         ip=args.sglang_router_ip,
