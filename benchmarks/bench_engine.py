@@ -3,8 +3,9 @@
 N engines (local servers on CPU by default, or stock SGLang with `--backend sglang` on a GPU) behind one
 sglang-router; `--num-prompts` random-token prompts of exactly `--input-len` tokens, each generating exactly
 `--output-len` tokens (`ignore_eos`), all sent at once through `EngineClient` (one aiohttp session) with
-`return_logprob` on, as the rollout does. One warm-up round of 8 requests is not timed. The figures are wall
-time from the first request to the last answer, so they include routing, JSON and the client.
+`return_logprob` on (unless `--no-logprob`), as the rollout does. One warm-up round of 8 requests is not
+timed. The figures are wall time from the first request to the last answer, so they include routing, JSON and
+the client.
 
 On a GPU, `--decode-floor` prints the weights+KV memory-bandwidth floor of that workload (see
 shared/reference/peers-and-performance.md 2f) for the served model's config, and `--offline-json` reads the
@@ -45,10 +46,12 @@ def tiny_model(folder: Path) -> Path:
     return build_model(folder, "qwen3")
 
 
-async def run_round(client: EngineClient, prompts: list[list[int]], output_len: int) -> tuple[float, int]:
-    params = {"max_new_tokens": output_len, "temperature": 1.0, "ignore_eos": True}
+async def run_round(
+    client: EngineClient, prompts: list[list[int]], output_len: int, args: argparse.Namespace
+) -> tuple[float, int]:
+    params = {"max_new_tokens": output_len, "temperature": args.temperature, "ignore_eos": True}
     start = time.perf_counter()
-    outputs = await asyncio.gather(*(client.generate(p, params) for p in prompts))
+    outputs = await asyncio.gather(*(client.generate(p, params, return_logprob=args.logprob) for p in prompts))
     elapsed = time.perf_counter() - start
     return elapsed, sum(len(o.output_ids) for o in outputs)
 
@@ -59,8 +62,8 @@ async def bench(url: str, args: argparse.Namespace, vocab: int) -> dict[str, flo
         torch.randint(4, min(vocab, 32000), (args.input_len,), generator=g).tolist() for _ in range(args.num_prompts)
     ]
     async with EngineClient(url, max_connections=max(1024, args.num_prompts)) as client:
-        await run_round(client, prompts[:8], 4)  # warm-up: connections, first-call paths
-        elapsed, tokens = await run_round(client, prompts, args.output_len)
+        await run_round(client, prompts[:8], 4, args)  # warm-up: connections, first-call paths
+        elapsed, tokens = await run_round(client, prompts, args.output_len, args)
     return {"seconds": elapsed, "output_tokens": tokens, "requests_per_s": args.num_prompts / elapsed,
             "output_tok_per_s": tokens / elapsed}  # fmt: skip
 
@@ -91,6 +94,8 @@ def main() -> None:
     parser.add_argument("--num-prompts", type=int, default=256)
     parser.add_argument("--input-len", type=int, default=16)
     parser.add_argument("--output-len", type=int, default=16)
+    parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (as bench_offline_throughput)")
+    parser.add_argument("--no-logprob", dest="logprob", action="store_false", help="do not ask for log-probs")
     parser.add_argument("--server-args", default="", help='extra engine flags, e.g. "--attention-backend triton"')
     parser.add_argument("--decode-floor", action="store_true", help="print the H100 bandwidth/compute floor")
     parser.add_argument("--offline-json", default=None, help="sglang.bench_offline_throughput --result-filename")
@@ -110,6 +115,7 @@ def main() -> None:
             vocab = json.loads((Path(model_path) / "config.json").read_text())["vocab_size"]
             result: dict[str, Any] = asyncio.run(bench(group.router_url, args, vocab))
     result.update(backend=args.backend, num_engines=args.num_engines, num_prompts=args.num_prompts,
+                  temperature=args.temperature, return_logprob=args.logprob,
                   input_len=args.input_len, output_len=args.output_len, startup_s=startup,
                   machine=platform.machine(), torch=torch.__version__)  # fmt: skip
     if args.decode_floor:

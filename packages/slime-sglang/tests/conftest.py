@@ -128,13 +128,15 @@ def teacher_forced_batch(
     ids = torch.zeros((len(pairs), width), dtype=torch.long)
     for row, (prompt, output) in enumerate(pairs):
         ids[row, : len(prompt) + len(output)] = torch.tensor(prompt + output)
-    with torch.no_grad():
-        logits = model(input_ids=ids.to(model.device)).logits.double().cpu()
-    logprobs = torch.log_softmax(logits / (temperature if temperature > 1e-6 else 1.0), dim=-1)
+    scale = temperature if temperature > 1e-6 else 1.0
     out = []
-    for row, (prompt, output) in enumerate(pairs):
-        positions = torch.arange(len(prompt) - 1, len(prompt) + len(output) - 1)
-        out.append(logprobs[row, positions, torch.tensor(output)].tolist())
+    with torch.no_grad():
+        for start in range(0, len(pairs), 32):  # chunks: a 151k vocab makes full-batch logits large on a GPU
+            logits = model(input_ids=ids[start : start + 32].to(model.device)).logits
+            logprobs = torch.log_softmax(logits.double() / scale, dim=-1)
+            for row, (prompt, output) in enumerate(pairs[start : start + 32]):
+                positions = torch.arange(len(prompt) - 1, len(prompt) + len(output) - 1, device=logits.device)
+                out.append(logprobs[row, positions, torch.tensor(output, device=logits.device)].tolist())
     return out
 
 

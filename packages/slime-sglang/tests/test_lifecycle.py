@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -102,3 +103,11 @@ def test_ports_are_distinct_and_free() -> None:
     ports = allocate_ports(40) + allocate_ports(40)
     assert len(set(ports)) == 80 and all(is_port_free(p) for p in ports)
     assert os.getpid() > 0
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sglang") is not None, reason="sglang is installed here")
+def test_sglang_backend_without_sglang_is_a_clear_error(tiny_qwen3_dir: Path) -> None:
+    engine = EngineProcess(EngineConfig(model_path=str(tiny_qwen3_dir), backend="sglang", startup_timeout_s=300))
+    with pytest.raises(ConfigError, match=r"backend 'sglang' needs sglang .* use the local backend"):
+        engine.launch()
+    assert engine.port is None

@@ -9,12 +9,14 @@ ends the whole process tree; a parent that dies takes its engines with it. It do
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
 
 from slime.sglang.managed_process import ManagedProcess
 from slime.sglang.ports import allocate_ports
 from slime.sglang.server_args import EngineConfig, known_server_flags, launch_command, validate_server_args
-from slime.types import EngineError
+from slime.types import ConfigError, EngineError
 
 PORT_RETRIES = 3
 HEALTH_PATHS = ("/health", "/health_generate")
@@ -45,9 +47,14 @@ class EngineProcess:
         """Start the engine and block until it generates; returns its URL.
 
         Raises:
-            ConfigError: a pass-through flag the engine does not know.
+            ConfigError: sglang is not installed (sglang backend), or a pass-through flag the engine does not know.
             EngineError: the engine exited or did not become healthy in `startup_timeout_s`.
         """
+        if self.config.backend == "sglang" and importlib.util.find_spec("sglang") is None:
+            raise ConfigError(
+                f"backend 'sglang' needs sglang in this interpreter ({sys.executable}): install slime-sglang[engine] "
+                "on the GPU machine, or use the local backend (slime.sglang.local_server) on CPU."
+            )
         validate_server_args(self.config.server_args, known_server_flags(self.config.backend),
                              backend=self.config.backend)  # fmt: skip
         for attempt in range(PORT_RETRIES + 1):

@@ -1,0 +1,78 @@
+#!/bin/bash
+# Runs ON THE DEVICE (lent H100/H200), from the repo root, via the `run` tool. Subcommands:
+#   stage1            install .sgl/c01 into /tmp/site, build the random Qwen3-0.6B-shaped model
+#   stage2            install .sgl/c02 into /tmp/site, import check
+#   stage3            install .sgl/c03 (sglang-router, zstandard), import check of slime.sglang
+#   keep DIR          keep a flash_ops part (DIR = .sgl/f1 | .sgl/f2 | .sgl/f3) under /root/fo
+#   fa3               rebuild sgl_kernel/flash_ops.abi3.so from the 3 parts (enables the default fa3 backend)
+#   bench TAG OUTLEN TIMEOUT [sglang args]        sglang.bench_offline_throughput, 256 prompts, input 128
+#   client TAG OUTLEN TIMEOUT [sglang args]       benchmarks/bench_engine.py: slime's client through the router,
+#                                                 same prompts/lengths, vs `bench TAG OUTLEN` and the decode floor
+#   tests TIMEOUT [sglang args]                   slime.sglang's client tests against stock SGLang (2 engines + router)
+#   server TAG [sglang args]                      launch_server, /health, /generate, /update_weights_from_disk
+H=$(dirname "$0")
+M=/root/qwen3-0.6b-rand
+SRC=$(ls -d packages/*/src | paste -sd:)
+export PYTHONPATH=/tmp/site:$SRC:testing PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+T0=$(date +%s)
+case "$1" in
+stage1)
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .sgl/c01/*.whl || exit 1
+  echo "c01 installed at +$(( $(date +%s)-T0 ))s"
+  python3 -c "import transformers, tokenizers; print('transformers', transformers.__version__, 'tokenizers', tokenizers.__version__)"
+  python3 $H/gen_model.py $M 28 2>&1 | grep -v shards
+  du -sh $M ;;
+stage2)
+  [ -d /tmp/site/transformers ] || { echo "NO /tmp/site from stage1: the machine was not kept warm"; exit 3; }
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .sgl/c02/*.whl || exit 1
+  echo "c02 installed at +$(( $(date +%s)-T0 ))s"
+  python3 -c "
+import sgl_kernel, flashinfer, flashinfer.sampling
+import sglang.srt.entrypoints.http_server, sglang.bench_offline_throughput
+import sglang.srt.model_executor.model_runner, sglang.srt.models.qwen3, sglang.srt.managers.scheduler
+import sglang.srt.layers.attention.triton_backend, sglang.srt.layers.attention.flashattention_backend
+import sglang, transformers; print('PREFLIGHT_OK sglang', sglang.__version__, 'transformers', transformers.__version__, 'sgl_kernel', sgl_kernel.__version__, 'flashinfer', flashinfer.__version__)" 2>&1 | tail -8
+  echo "preflight done at +$(( $(date +%s)-T0 ))s" ;;
+stage3)
+  [ -d /tmp/site/sglang ] || { echo "NO /tmp/site from stage2: the machine was not kept warm"; exit 3; }
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .sgl/c03/*.whl || exit 1
+  python3 -c "
+import sglang_router, zstandard, slime.sglang, slime.sync
+from slime.sglang.server_args import known_server_flags
+flags = known_server_flags('sglang'); print('SLIME_OK', len(flags), 'sglang flags;', '--attention-backend' in flags)" 2>&1 | tail -4
+  timeout 60 python3 -m sglang_router.launch_router --help > /dev/null && echo "router OK at +$(( $(date +%s)-T0 ))s" ;;
+keep)
+  mkdir -p /root/fo && cp $2/* /root/fo/ && ls -la /root/fo ;;
+fa3)
+  cat /root/fo/fo.part0 /root/fo/fo.part1 /root/fo/fo.part2 | xz -d -T0 > /tmp/site/sgl_kernel/flash_ops.abi3.so
+  echo "$(cat /root/fo/fo.sha256)  /tmp/site/sgl_kernel/flash_ops.abi3.so" | sha256sum -c || exit 5 ;;
+bench)
+  TAG=$2; OL=$3; TO=$4; shift 4
+  rm -f /root/offline_${TAG}_${OL}.jsonl
+  timeout $TO python3 -m sglang.bench_offline_throughput --model-path $M --dataset-name random \
+    --dataset-path $M/sharegpt_fake.json --random-input-len 128 --random-output-len $OL --num-prompts 256 \
+    --random-range-ratio 1.0 --result-filename /root/offline_${TAG}_${OL}.jsonl "$@" > $OUT/bench_${TAG}_${OL}.log 2>&1
+  rc=$?
+  cp /root/offline_${TAG}_${OL}.jsonl $OUT/ 2>/dev/null
+  echo "== bench $TAG out=$OL rc=$rc wall=$(( $(date +%s)-T0 ))s args: $*"
+  grep -aE "Load weight end|No module named|Error|Traceback|Benchmark duration|Total (input|generated)|throughput \(tok" \
+    $OUT/bench_${TAG}_${OL}.log | grep -v "Decode batch" | cut -c1-300 | tail -14 ;;
+client)
+  TAG=$2; OL=$3; TO=$4; shift 4
+  OFF=/root/offline_${TAG}_${OL}.jsonl; [ -s $OFF ] && OFFARG="--offline-json $OFF" || OFFARG=""
+  timeout $TO python3 benchmarks/bench_engine.py --backend sglang --model-path $M --num-engines 1 --num-prompts 256 \
+    --input-len 128 --output-len $OL --temperature 0 --decode-floor $OFFARG --json --server-args "$*" \
+    > $OUT/client_${TAG}_${OL}.json 2> $OUT/client_${TAG}_${OL}.log
+  echo "== client $TAG out=$OL rc=$? wall=$(( $(date +%s)-T0 ))s"; cat $OUT/client_${TAG}_${OL}.json; tail -5 $OUT/client_${TAG}_${OL}.log ;;
+tests)
+  TO=$2; shift 2
+  SLIME_TEST_ENGINE=sglang SLIME_TEST_MODEL=$M SLIME_TEST_LOGPROB_ATOL=${ATOL:-0.1} \
+  SLIME_TEST_SERVER_ARGS="--enable-metrics --mem-fraction-static 0.25 $*" \
+    timeout $TO python3 -m pytest packages/slime-sglang/tests/test_router_group.py \
+      packages/slime-sglang/tests/test_weights.py -v -rs --basetemp=/root/pytest 2>&1 | tee $OUT/tests.log | tail -40
+  find /root/pytest -name '*.log' -path '*engine_logs*' | head -4 | while read f; do cp $f $OUT/; done ;;
+server)
+  shift; python3 $H/server_test.py "$@" ;;
+*) echo "unknown subcommand $1"; exit 2 ;;
+esac
