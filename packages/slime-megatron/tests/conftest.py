@@ -2,9 +2,9 @@
 
 - `tests/support/` is importable as `slime_megatron_testsupport` (a unique name: every package's tests can
   share one pytest session, and a bare `support` package would collide).
-- `megatron_run`: runs a scenario of `support/scenarios.py` in a world of real processes (gloo, 127.0.0.1, the
-  CPU shim installed there, never here) once per test session, even under xdist: the first worker to ask runs it
-  under a file lock, the others read its result.
+- `megatron_worlds`: starts the scenario worlds of `support/scenarios.py` (real processes, gloo on 127.0.0.1, the
+  CPU shim installed there, never here) once per test run, even under xdist, all at once so they run side by side;
+  each result fixture then waits for its own world.
 """
 
 from __future__ import annotations
@@ -36,35 +36,41 @@ def shared_tmp(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path
 
 
 @pytest.fixture(scope="session")
-def megatron_run(shared_tmp: Path) -> Callable[..., dict]:
-    """`megatron_run(key, scenario, world_size, **params)` -> the scenario's result, computed once per run."""
+def megatron_worlds(shared_tmp: Path, tiny_qwen3_dir: Path) -> Callable[[str], dict]:
+    """Starts every test world once per run (the first xdist worker to get here starts them all, side by side);
+    returns `wait(key) -> result`."""
     from filelock import FileLock
-    from slime_megatron_testsupport.launch import run_scenario
+    from slime_megatron_testsupport.launch import start_scenario, wait_scenario
 
-    def run(key: str, scenario: str, world_size: int, **params: Any) -> dict:
-        import torch
-
-        out = shared_tmp / f"megatron_{key}"
-        with FileLock(str(out) + ".lock"):
-            done = out / "result.pt"
-            if not done.exists():
-                return run_scenario(scenario, world_size, out, **params)
-            return torch.load(done, weights_only=False)
-
-    return run
-
-
-@pytest.fixture(scope="session")
-def tp1_suite(megatron_run: Callable[..., dict], tiny_qwen3_dir: Path) -> dict:
-    """The main checks on TP=1, then the load fallback, the critic and the GPU recipe's CPU path (one process)."""
     repo_root = str(Path(__file__).resolve().parents[3])
-    return megatron_run("suite_tp1", "suite", 1, model_dir=str(tiny_qwen3_dir), tp=1, repo_root=repo_root)
+    worlds: dict[str, tuple[str, int, dict[str, Any]]] = {
+        # TP1 also runs the load fallback, the critic and the GPU recipe's CPU path (one megatron import).
+        "suite_tp1": ("suite", 1, {"model_dir": str(tiny_qwen3_dir), "tp": 1, "repo_root": repo_root}),
+        # TP2 with sequence parallelism, then TP1 x DP2 in the same two processes.
+        "suite_tp2": ("suite", 2, {"model_dir": str(tiny_qwen3_dir), "tp": 2, "sequence_parallel": True}),
+    }
+    with FileLock(str(shared_tmp / "megatron_worlds.lock")):
+        if not (shared_tmp / "megatron_worlds.started").exists():
+            for key, (scenario, size, params) in worlds.items():
+                start_scenario(scenario, size, shared_tmp / f"megatron_{key}", **params)
+            (shared_tmp / "megatron_worlds.started").write_text("")
+
+    def wait(key: str) -> dict:
+        return wait_scenario(shared_tmp / f"megatron_{key}", worlds[key][1])
+
+    return wait
 
 
 @pytest.fixture(scope="session")
-def tp2_suite(megatron_run: Callable[..., dict], tiny_qwen3_dir: Path) -> dict:
-    """The main checks on TP=2 with sequence parallelism (two processes)."""
-    return megatron_run("suite_tp2", "suite", 2, model_dir=str(tiny_qwen3_dir), tp=2, sequence_parallel=True)
+def tp1_suite(megatron_worlds: Callable[[str], dict]) -> dict:
+    """The TP=1 world's results (see `megatron_worlds`)."""
+    return megatron_worlds("suite_tp1")
+
+
+@pytest.fixture(scope="session")
+def tp2_suite(megatron_worlds: Callable[[str], dict]) -> dict:
+    """The TP=2 (+ sequence parallel, then DP=2) world's results."""
+    return megatron_worlds("suite_tp2")
 
 
 @pytest.fixture(params=["tp1", "tp2"])

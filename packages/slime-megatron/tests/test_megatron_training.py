@@ -67,3 +67,21 @@ def test_ppo_critic_trains(tp1_suite: dict) -> None:
     assert result["metrics"]["train/critic_grad_norm"] > 0
     moved = max((a - b).abs().max().item() for a, b in zip(result["before"], result["after"], strict=True))
     assert moved > 0
+
+
+def test_policy_implements_the_trainer_protocol(suite: dict) -> None:
+    assert ok(suite, "is_policy_trainer") is True
+
+
+def test_data_parallel_two_ranks_match_tensor_parallel(tp2_suite: dict) -> None:
+    dp2 = tp2_suite["dp2"]
+    tp_metrics, dp_metrics = ok(tp2_suite, "first_step"), ok(dp2, "first_step")
+    for key in ("train/loss", "train/kl_loss", "train/grad_norm", "train/entropy_loss"):
+        assert dp_metrics[key] == pytest.approx(tp_metrics[key], rel=1e-5, abs=1e-8), key
+    start = ok(tp2_suite, "export_initial")
+    step = max_abs_diff(ok(tp2_suite, "after_first_step"), start)
+    assert max_abs_diff(ok(dp2, "after_first_step"), ok(tp2_suite, "after_first_step")) < 1e-3 * step
+
+
+def test_torch_dist_checkpoint_reshards_from_tp2_to_dp2(tp2_suite: dict) -> None:
+    assert max_abs_diff(ok(tp2_suite["dp2"], "resharded"), ok(tp2_suite, "checkpoint")["saved"]) == 0.0

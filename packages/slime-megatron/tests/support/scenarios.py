@@ -18,6 +18,7 @@ import torch.distributed as dist
 from batches import random_batch
 
 from slime.megatron import ActorConfig, parse_megatron_args
+from slime.types import PolicyTrainer
 
 
 def _check(result: dict, name: str, fn: Callable[[], Any]) -> None:
@@ -112,16 +113,10 @@ def suite(
     """
     from slime.loss import LossConfig
 
-    argv = [
-        "--tensor-model-parallel-size",
-        str(tp),
-        "--lr",
-        "1e-3",
-        "--micro-batch-size",
-        "3",
-        "--save",
-        str(out_dir / "ckpt"),
-    ] + (["--sequence-parallel"] if sequence_parallel else [])
+    # adam_eps 1e-4: Adam's first step divides by |g|, which would turn float32 summation noise on near-zero gradients
+    # into visible weight differences between layouts (TP2 vs DP2); a larger eps keeps those comparisons tight.
+    argv = f"--tensor-model-parallel-size {tp} --lr 1e-3 --adam-eps 1e-4 --micro-batch-size 3".split()
+    argv += ["--save", str(out_dir / "ckpt")] + (["--sequence-parallel"] if sequence_parallel else [])
     policy = _policy(model_dir, argv, LossConfig(use_kl_loss=True, kl_loss_coef=0.1, entropy_coef=0.01))
     batch = random_batch(8, seed=1)
     result: dict[str, Any] = {"world_size": dist.get_world_size(), "batch": batch}
@@ -129,13 +124,37 @@ def suite(
     _check(result, "vocab_parallel", lambda: _vocab_parallel_vs_single(policy))
     _check(result, "export_initial", lambda: _export(policy))
     _check(result, "log_probs", lambda: {m: policy.compute_log_probs(batch, model=m) for m in ("actor", "ref")})
+    _check(result, "is_policy_trainer", lambda: isinstance(policy, PolicyTrainer))
     _check(result, "first_step", lambda: dict(policy.train(0, batch)))
+    _check(result, "after_first_step", lambda: _export(policy))
     _check(result, "checkpoint", lambda: _checkpoint_round_trip(policy, batch))
     _check(result, "micro_batch_invariance", lambda: _micro_batch_invariance(policy, batch))
     _check(result, "offload", lambda: _offload_round_trip(policy, batch))
+    if tp == 2:
+        result["dp2"] = _data_parallel_phase(model_dir, out_dir, batch)
     if repo_root is not None:
         result |= fallback_and_critic(out_dir=out_dir, model_dir=model_dir, ckpt_root=str(out_dir / "ckpt"))
         result["recipe"] = gpu_recipe_cpu_path(out_dir=out_dir / "recipe", repo_root=repo_root)
+    return result
+
+
+def _data_parallel_phase(model_dir: str, out_dir: Path, batch) -> dict[str, Any]:
+    """The same two processes re-laid out as TP1 x DP2: the first step again, and the TP2 checkpoint resharded."""
+    from slime.loss import LossConfig
+    from slime.megatron import _megatron_globals
+
+    _megatron_globals.reset_model_parallel()
+    result: dict[str, Any] = {}
+    argv = ["--lr", "1e-3", "--adam-eps", "1e-4", "--micro-batch-size", "3"]
+    policy = _policy(model_dir, argv, LossConfig(use_kl_loss=True, kl_loss_coef=0.1, entropy_coef=0.01))
+    _check(result, "first_step", lambda: dict(policy.train(0, batch)))
+    _check(result, "after_first_step", lambda: _export(policy))
+
+    def resharded():
+        policy.load(str(out_dir / "ckpt"), load_optim=False)  # saved at TP2: the model part reshards
+        return _export(policy)
+
+    _check(result, "resharded", resharded)
     return result
 
 

@@ -1,13 +1,15 @@
-"""One rank of a slime.megatron test world (started by `launch.run_scenario`; not collected by pytest).
+"""One rank of a slime.megatron test world (started by `launch.start_scenario`; not collected by pytest).
 
-Installs the CPU shim before anything imports megatron, runs the named scenario, and has rank 0 write its
-result dict to `<out_dir>/result.pt`.
+Installs the CPU shim before anything imports megatron, runs the named scenario, has rank 0 write its result dict
+to `<out_dir>/result.pt`, and leaves `rank<r>.done` (or `rank<r>.failed` with the traceback) for the waiters.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
+import traceback
 from pathlib import Path
 
 import cpu_shim  # the worker's own folder is sys.path[0]
@@ -25,11 +27,19 @@ def main(job_file: str, out_dir: str) -> None:
     import torch.distributed as dist
 
     if not dist.is_initialized() or dist.get_rank() == 0:
-        torch.save(result, Path(out_dir) / "result.pt")
+        tmp = Path(out_dir) / "result.pt.tmp"
+        torch.save(result, tmp)
+        tmp.rename(Path(out_dir) / "result.pt")
     from slime.megatron import _megatron_globals
 
     _megatron_globals.destroy()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    rank = os.environ.get("RANK", "0")
+    try:
+        main(sys.argv[1], sys.argv[2])
+    except BaseException:
+        (Path(sys.argv[2]) / f"rank{rank}.failed").write_text(traceback.format_exc())
+        raise
+    (Path(sys.argv[2]) / f"rank{rank}.done").write_text("ok")

@@ -85,6 +85,12 @@ def seed_everything(seed: int) -> None:
     tensor_parallel.model_parallel_cuda_manual_seed(seed + offset)
 
 
+def reset_model_parallel() -> None:
+    """Drop Megatron's groups but keep the default process group, so a new layout can be initialised."""
+    if mpu.model_parallel_is_initialized():
+        mpu.destroy_model_parallel()
+
+
 def destroy() -> None:
     """Tear down Megatron's groups and the default process group (tests and clean shutdown)."""
     if mpu.model_parallel_is_initialized():
