@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--model", default="0.6b")
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--rows", type=int, default=25)
+    parser.add_argument("--compile", action="store_true")
     args = parser.parse_args()
     bench = load_bench()
     info = init_distributed("cuda")
@@ -39,7 +40,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as ckpt:
         bench.write_checkpoint(args.model, ckpt)
         policy = FSDPPolicy(
-            FSDPConfig(hf_checkpoint=ckpt, use_dynamic_batch_size=True, max_tokens_per_gpu=4096, device="cuda"), info
+            FSDPConfig(
+                hf_checkpoint=ckpt,
+                use_dynamic_batch_size=True,
+                max_tokens_per_gpu=4096,
+                device="cuda",
+                compile=args.compile,
+            ),
+            info,
         )
     policy.train(0, batch)
     policy.compute_log_probs(batch)

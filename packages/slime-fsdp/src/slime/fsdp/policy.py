@@ -26,7 +26,7 @@ from slime.fsdp.hf_export import NamedTensor, iter_hf_weights, write_hf_folder
 from slime.fsdp.model import build_model, load_hf_model, reshard, trainable_parameters
 from slime.fsdp.offload import Offloader
 from slime.fsdp.optimizer import build_optimizer, build_scheduler, reset_optimizer_states
-from slime.fsdp.packed_batch import pack
+from slime.fsdp.packed_batch import PackedBatch, pack
 from slime.fsdp.rollout_data import RolloutTensors, fill_advantages
 from slime.fsdp.schedule import BatchingPlan, plan_step, split_steps
 from slime.fsdp.train_step import StepContext, train_step
@@ -127,7 +127,7 @@ class FSDPPolicy:
         self._require_onloaded("compute_log_probs")
         lengths = [s.total_length for s in batch.samples]
         plan = plan_step(range(len(batch.samples)), lengths, self._plan())[self.info.rank]
-        local: dict[int, Tensor] = {}
+        outputs: list[tuple[PackedBatch, Tensor]] = []
         self.model.eval()
         with self._weights(which):
             for ids in plan:
@@ -136,8 +136,11 @@ class FSDPPolicy:
                     self.model, mb, temperature=self.config.rollout_temperature,
                     chunk_size=self.config.chunk_size, with_entropy=False,
                 )  # fmt: skip
-                local |= dict(zip(mb.sample_ids, (t.float().cpu() for t in mb.split(out.log_probs)), strict=True))
+                outputs.append((mb, out.log_probs))
         reshard(self.model)  # a forward without backward leaves the root unit gathered
+        local: dict[int, Tensor] = {}
+        for mb, log_probs in outputs:  # to the host after the loop: no drain between micro-batches
+            local |= dict(zip(mb.sample_ids, (t.float().cpu() for t in mb.split(log_probs)), strict=True))
         merged: dict[int, Tensor] = {}
         for part in all_gather_objects(local, self.info.world_size):
             merged |= part  # type: ignore[arg-type]  # every rank sends a dict

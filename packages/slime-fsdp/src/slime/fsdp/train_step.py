@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.distributed.fsdp import FSDPModule
 
 from slime.fsdp.distributed import DistInfo, sum_over_ranks
 from slime.fsdp.forward import forward_packed
@@ -43,36 +44,52 @@ class StepContext:
     """slime's fast path: a single step with no use for old log-probs before it, so old = current (detached)."""
 
 
+def _stage_inputs(
+    mb: PackedBatch, data: RolloutTensors, denominators: Sequence[float], device: torch.device
+) -> dict[str, Tensor | None]:
+    """This micro-batch's per-token loss inputs on the device (copied before the loop: no drain mid-step)."""
+    if mb.is_empty:
+        return {}
+    assert data.advantages is not None  # the trainer fills them before stepping
+    denoms = torch.tensor([denominators[i] for i in mb.sample_ids], dtype=torch.float32)
+    return {
+        "advantages": mb.gather(data.advantages, device),
+        "old_log_probs": None if data.old_log_probs is None else mb.gather(data.old_log_probs, device),
+        "ref_log_probs": None if data.ref_log_probs is None else mb.gather(data.ref_log_probs, device),
+        "rollout_log_probs": None if data.rollout_log_probs is None else mb.gather(data.rollout_log_probs, device),
+        "sample_denominators": denoms.clamp_min(1).to(device),
+    }
+
+
 def _micro_batch_loss(
-    ctx: StepContext, mb: PackedBatch, data: RolloutTensors, denominators: Sequence[float], totals: tuple[float, float]
+    ctx: StepContext, mb: PackedBatch, inputs: dict[str, Tensor | None], totals: tuple[float, float]
 ) -> tuple[Tensor, dict[str, Tensor]]:
     out = forward_packed(ctx.model, mb, temperature=ctx.temperature, chunk_size=ctx.chunk_size, with_entropy=True)
     if mb.is_empty:
         return out.anchor, {}
-    dev = out.log_probs.device
-    if ctx.reuse_current_as_old:
-        old = out.log_probs.detach()
-    else:
-        assert data.old_log_probs is not None  # the trainer fills them before stepping
-        old = mb.gather(data.old_log_probs, dev)
-    assert old is not None and data.advantages is not None
-    denoms = torch.tensor([denominators[i] for i in mb.sample_ids], dtype=torch.float32, device=dev)
+    old = out.log_probs.detach() if ctx.reuse_current_as_old else inputs["old_log_probs"]
+    assert old is not None, "old log-probs are recomputed unless the fast path reuses the current ones"
     loss, metrics = compute_loss(
         ctx.loss_config,
         log_probs=out.log_probs,
         old_log_probs=old,
-        advantages=mb.gather(data.advantages, dev),  # type: ignore[arg-type]  # not None: checked above
+        advantages=inputs["advantages"],  # type: ignore[arg-type]  # set for every real micro-batch
         loss_mask=mb.loss_mask,
         cu_seqlens=mb.response_cu_seqlens,
-        sample_denominators=denoms.clamp_min(1),
+        sample_denominators=inputs["sample_denominators"],  # type: ignore[arg-type]
         num_global_tokens=totals[0],
         num_global_samples=totals[1],
-        ref_log_probs=mb.gather(data.ref_log_probs, dev) if data.ref_log_probs is not None else None,
-        rollout_log_probs=mb.gather(data.rollout_log_probs, dev) if data.rollout_log_probs is not None else None,
+        ref_log_probs=inputs["ref_log_probs"],
+        rollout_log_probs=inputs["rollout_log_probs"],
         entropy=out.entropy,
         plugins=ctx.plugins,
     )
     return loss + out.anchor, metrics
+
+
+def _set_gradient_sync(model: nn.Module, enabled: bool) -> None:
+    if isinstance(model, FSDPModule):
+        model.set_requires_gradient_sync(enabled)
 
 
 def train_step(
@@ -86,9 +103,12 @@ def train_step(
     totals = (max(1.0, sum(mask_sums[i] for i in step_samples)), float(len(step_samples)))
     ctx.model.train()
     ctx.optimizer.zero_grad(set_to_none=True)
+    staged = [_stage_inputs(mb, data, mask_sums, ctx.info.device) for mb in micro_batches]
     sums: dict[str, Tensor] = {}
-    for mb in micro_batches:
-        loss, metrics = _micro_batch_loss(ctx, mb, data, mask_sums, totals)
+    for k, (mb, inputs) in enumerate(zip(micro_batches, staged, strict=True)):
+        # One rank has nobody to reduce with: accumulate unsharded float32 grads, reduce once at the end.
+        _set_gradient_sync(ctx.model, ctx.info.world_size > 1 or k == len(micro_batches) - 1)
+        loss, metrics = _micro_batch_loss(ctx, mb, inputs, totals)
         loss.backward()
         for name, value in metrics.items():  # device tensors: no host sync per micro-batch
             sums[name] = sums[name] + value if name in sums else value
