@@ -46,7 +46,7 @@ def megatron_worlds(shared_tmp: Path, tiny_qwen3_dir: Path) -> Callable[[str], d
     worlds: dict[str, tuple[str, int, dict[str, Any]]] = {
         # TP1 also runs the load fallback, the critic and the GPU recipe's CPU path (one megatron import).
         "suite_tp1": ("suite", 1, {"model_dir": str(tiny_qwen3_dir), "tp": 1, "repo_root": repo_root}),
-        # TP2 with sequence parallelism, then TP1 x DP2 in the same two processes.
+        # TP2 with sequence parallelism, then TP1 x DP2 and PP2 in the same two processes.
         "suite_tp2": ("suite", 2, {"model_dir": str(tiny_qwen3_dir), "tp": 2, "sequence_parallel": True}),
     }
     with FileLock(str(shared_tmp / "megatron_worlds.lock")):

@@ -85,3 +85,16 @@ def test_data_parallel_two_ranks_match_tensor_parallel(tp2_suite: dict) -> None:
 
 def test_torch_dist_checkpoint_reshards_from_tp2_to_dp2(tp2_suite: dict) -> None:
     assert max_abs_diff(ok(tp2_suite["dp2"], "resharded"), ok(tp2_suite, "checkpoint")["saved"]) == 0.0
+
+
+def test_pipeline_parallel_two_stages_match(tp1_suite: dict, tp2_suite: dict, tiny_qwen3_dir: Path) -> None:
+    from safetensors.torch import load_file
+
+    pp2 = tp2_suite["pp2"]
+    assert max_abs_diff(ok(pp2, "export_initial"), load_file(tiny_qwen3_dir / "model.safetensors")) == 0.0
+    for a, b in zip(ok(pp2, "log_probs"), ok(tp1_suite, "log_probs")["actor"], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=2e-6)
+    for key in ("train/loss", "train/kl_loss", "train/grad_norm"):
+        assert ok(pp2, "first_step")[key] == pytest.approx(ok(tp2_suite, "first_step")[key], rel=1e-5, abs=1e-8)
+    step = max_abs_diff(ok(tp2_suite, "after_first_step"), ok(tp2_suite, "export_initial"))
+    assert max_abs_diff(ok(pp2, "after_first_step"), ok(tp2_suite, "after_first_step")) < 1e-3 * step

@@ -108,6 +108,8 @@ def suite(
 ) -> dict[str, Any]:
     """The main TP1 / TP2 checks on one actor with a KL loss (so a reference model is held).
 
+    The TP2 world then re-lays its two processes out as TP1 x DP2 and as PP2 for the same first step.
+
     With `repo_root` (the TP1 world) it goes on with `fallback_and_critic` and the GPU recipe's CPU path in the
     same process: each world pays megatron's import once.
     """
@@ -132,6 +134,7 @@ def suite(
     _check(result, "offload", lambda: _offload_round_trip(policy, batch))
     if tp == 2:
         result["dp2"] = _data_parallel_phase(model_dir, out_dir, batch)
+        result["pp2"] = _pipeline_phase(model_dir, batch)
     if repo_root is not None:
         result |= fallback_and_critic(out_dir=out_dir, model_dir=model_dir, ckpt_root=str(out_dir / "ckpt"))
         result["recipe"] = gpu_recipe_cpu_path(out_dir=out_dir / "recipe", repo_root=repo_root)
@@ -251,4 +254,20 @@ def gpu_recipe_cpu_path(*, out_dir: Path, repo_root: str) -> dict[str, Any]:
     _check(result, "train", lambda: bench.main(["train", *common, *train]))
     _check(result, "logits_save", lambda: bench.main(["logits", *common, "--seq-len", "16", "--save", logits]))
     _check(result, "logits_compare", lambda: bench.main(["logits", *common, "--seq-len", "16", "--compare", logits]))
+    return result
+
+
+def _pipeline_phase(model_dir: str, batch) -> dict[str, Any]:
+    """The same two processes re-laid out as PP2: log-probs, the first step and the export."""
+    from slime.loss import LossConfig
+    from slime.megatron import _megatron_globals
+
+    _megatron_globals.reset_model_parallel()
+    result: dict[str, Any] = {}
+    argv = "--pipeline-model-parallel-size 2 --lr 1e-3 --adam-eps 1e-4 --micro-batch-size 3".split()
+    policy = _policy(model_dir, argv, LossConfig(use_kl_loss=True, kl_loss_coef=0.1, entropy_coef=0.01))
+    _check(result, "export_initial", lambda: _export(policy))
+    _check(result, "log_probs", lambda: policy.compute_log_probs(batch))
+    _check(result, "first_step", lambda: dict(policy.train(0, batch)))
+    _check(result, "after_first_step", lambda: _export(policy))
     return result
