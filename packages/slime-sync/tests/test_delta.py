@@ -81,6 +81,7 @@ def test_missed_version_refused_then_full_recovers(weight_factory) -> None:
         lambda p: p["tensors"].append(dict(p["tensors"][0])),
         lambda p: p.update(base_version=0),
         lambda p: p.pop("tensors"),
+        lambda p: p["tensors"].pop(),  # truncated but well-formed: caught by `num_tensors`
     ],
 )
 def test_bad_payload_keeps_weights(weight_factory, garble) -> None:

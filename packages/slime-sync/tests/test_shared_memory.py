@@ -52,7 +52,7 @@ def test_versions_and_bad_payloads_keep_weights(engines, weight_factory, expect)
         lambda p: p["buckets"][0]["handle"].update(name="L2V0Yy9wYXNzd2Q="),  # /etc/passwd
         lambda p: p["buckets"][0]["handle"].update(nbytes=1),
         lambda p: p["buckets"][0]["manifest"]["entries"][0].update(offset=999999),
-        lambda p: p["buckets"].pop(),  # truncated (and the buffers it names are gone anyway)
+        lambda p: p["buckets"].pop(),  # truncated: still well-formed, caught by `num_buckets`
         lambda p: p.pop("buckets"),
         lambda p: p.update(format="other/9"),
     ]
@@ -102,3 +102,22 @@ def test_cuda_handle_fields_round_trip_through_json_without_pickle() -> None:
         open_buffer({"kind": "cuda_ipc", "fields": {"tensor_cls": {"class": "torch.Tensor"}}}, 8)
     with pytest.raises(WeightSyncError, match="unknown memory handle"):
         open_buffer({"kind": "pickle"}, 8)
+
+
+def test_cpu_buffers_are_reused_unless_a_delivery_failed(weights) -> None:
+    seen: list[list[str]] = []
+    receiver = SharedMemoryReceiver(lambda items: None)
+
+    def deliver(payload: dict) -> int:
+        seen.append([b["handle"]["name"] for b in payload["buckets"]])
+        return receiver.apply(json.loads(json.dumps(payload)))
+
+    sender = SharedMemorySender(deliver, bucket_bytes=4096)
+    sender.publish(weights.items(), 1)
+    sender.publish(weights.items(), 2)
+    assert seen[0] == seen[1]  # same shared memory, refilled; the receiver keeps it mapped
+    failing = SharedMemorySender(lambda p: seen.append([b["handle"]["name"] for b in p["buckets"]]) or 1 / 0)
+    for version in (1, 2):
+        with pytest.raises(ZeroDivisionError):
+            failing.publish(weights.items(), version)
+    assert not set(seen[2]) & set(seen[3])  # after a failed delivery the buffers are fresh

@@ -154,7 +154,11 @@ class BroadcastSender:
         parts = split_parts(manifests, self._max_payload_bytes)
         try:
             for index, part in enumerate(parts):
-                payload = {**self._header("update", version, index, len(parts)), "buckets": [m.to_dict() for m in part]}
+                payload = {
+                    **self._header("update", version, index, len(parts)),
+                    "buckets": [m.to_dict() for m in part],
+                    "num_buckets": len(part),
+                }
                 if self._checksums:
                     payload["checksums"] = checksums_of((n, tensors[n]) for m in part for n in m.names)
                 delivery = _Delivery(self._deliver, payload)
@@ -249,7 +253,7 @@ class BroadcastReceiver(VersionedReceiver):
     def _receive(self, payload: Mapping[str, Any]) -> list[tuple[str, torch.Tensor]]:
         if self._group is None:
             raise WeightSyncError("broadcast update before init: this receiver is in no weight group.")
-        manifests = parse_manifests(payload.get("buckets"))
+        manifests = parse_manifests(payload.get("buckets"), payload.get("num_buckets"))
         staged: list[tuple[str, torch.Tensor]] = []
         try:
             for manifest in manifests:

@@ -260,10 +260,13 @@ def split_parts(manifests: Sequence[BucketManifest], max_part_bytes: int | None)
     return parts
 
 
-def parse_manifests(data: Any) -> list[BucketManifest]:
-    """Validate a payload's list of manifest dicts; tensor names must be unique across all of them."""
+def parse_manifests(data: Any, expected_count: Any) -> list[BucketManifest]:
+    """Validate a payload's list of manifest dicts (`expected_count` of them, to catch a truncated list);
+    tensor names must be unique across all of them."""
     if not isinstance(data, list):
         raise WeightSyncError(f"payload `buckets` must be a list, got {type(data).__name__}.")
+    if len(data) != expected_count:
+        raise WeightSyncError(f"payload lists {len(data)} buckets but announces {expected_count!r}: truncated?")
     manifests = [BucketManifest.from_dict(d) for d in data]
     names = [n for m in manifests for n in m.names]
     if len(set(names)) != len(names):

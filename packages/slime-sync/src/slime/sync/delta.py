@@ -3,7 +3,7 @@
 Both sides keep a CPU snapshot of the bytes of the last version they agreed on. The sender encodes each tensor
 as `same` (no data), `xor` (zstd of new XOR old, mostly zeros after one RL step) or `full` (zstd of the bytes;
 always on the first publish, after `reset`, or when a shape or dtype changed). Each record carries the
-BLAKE2b-128 checksum of the tensor's new bytes; the receiver checks every reconstructed tensor against it and
+checksum (`tensor_checksum`) of the tensor's new bytes; the receiver checks every reconstructed tensor against it and
 the base version against its own, so a receiver that missed a version refuses instead of diverging. Applying
 the same version twice is a no-op. The compressed blob travels inside the payload (base64) or, with a
 `directory`, as a file written atomically next to it. Only changed tensors reach `load_weights`.
@@ -32,7 +32,7 @@ from slime.sync.handshake import (
     collect_named_tensors,
     publish_stats,
 )
-from slime.sync.tensor_bytes import as_bytes, host_buffer, tensor_checksum
+from slime.sync.tensor_bytes import as_bytes, host_buffer, tensor_checksum, writable_buffer
 from slime.types import WeightSyncError
 
 TRANSPORT = "delta"
@@ -64,10 +64,12 @@ class DeltaSender:
         self._snapshot: dict[str, tuple[torch.Tensor, str, tuple[int, ...], str]] = {}  # bytes, dtype, shape, sum
         self._base: int | None = None
         self._last: int | None = None
+        self._scratch = torch.empty(0, dtype=torch.uint8)
 
     def reset(self) -> None:
         """Forget the snapshot: the next publish sends every tensor in full."""
         self._snapshot, self._base = {}, None
+        self._scratch = torch.empty(0, dtype=torch.uint8)
 
     def publish(
         self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int, *, full: bool = False
@@ -82,7 +84,7 @@ class DeltaSender:
             self.reset()
         tensors = [(n, as_bytes(t).cpu(), t) for n, t in collect_named_tensors(named_tensors)]
         records, frames, changed = self._encode(tensors)
-        digest, size = hashlib.blake2b(digest_size=16), 0
+        digest, size = hashlib.sha1(usedforsecurity=False), 0
         for frame in frames:
             digest.update(frame)
             size += len(frame)
@@ -90,6 +92,7 @@ class DeltaSender:
             **PayloadHeader(TRANSPORT, version).to_dict(),
             "base_version": self._base,
             "tensors": records,
+            "num_tensors": len(records),
             "data_bytes": size,
             "data_checksum": digest.hexdigest(),
         }
@@ -116,7 +119,7 @@ class DeltaSender:
             if old is not None and (old[1], old[2]) == (dtype, shape) and torch.equal(old[0], new):
                 encoding, frame, checksum = "same", b"", old[3]
             elif old is not None and (old[1], old[2]) == (dtype, shape):
-                encoding, frame = "xor", self._compressor.compress(host_buffer(torch.bitwise_xor(new, old[0])))
+                encoding, frame = "xor", self._compressor.compress(host_buffer(self._xor(new, old[0])))
                 checksum = tensor_checksum(new)
             else:
                 encoding, frame, checksum = "full", self._compressor.compress(host_buffer(new)), tensor_checksum(new)
@@ -136,6 +139,12 @@ class DeltaSender:
             frames.append(frame)
             offset += len(frame)
         return records, frames, changed
+
+    def _xor(self, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+        # Into one reused scratch buffer: a fresh allocation per tensor costs a page fault per 4 KiB.
+        if self._scratch.numel() < new.numel():
+            self._scratch = torch.empty(new.numel(), dtype=torch.uint8)
+        return torch.bitwise_xor(new, old, out=self._scratch[: new.numel()])
 
     def _advance(self, tensors: list[tuple[str, torch.Tensor, torch.Tensor]], records: list[dict]) -> None:
         snapshot = {}
@@ -218,9 +227,9 @@ class DeltaReceiver(VersionedReceiver):
             blob = path.read_bytes()
         else:
             raise WeightSyncError("delta payload needs `data` (base64) or `file`.")
-        if len(blob) != payload.get("data_bytes") or hashlib.blake2b(blob, digest_size=16).hexdigest() != payload.get(
-            "data_checksum"
-        ):
+        if len(blob) != payload.get("data_bytes") or hashlib.sha1(
+            blob, usedforsecurity=False
+        ).hexdigest() != payload.get("data_checksum"):
             raise WeightSyncError(f"delta blob is truncated or corrupt ({len(blob)} bytes read).")
         return blob
 
@@ -232,8 +241,8 @@ class DeltaReceiver(VersionedReceiver):
                 f"{self._version}; the sender must publish in full (DeltaSender.reset())."
             )
         records = payload.get("tensors")
-        if not isinstance(records, list):
-            raise WeightSyncError("delta payload needs a `tensors` list.")
+        if not isinstance(records, list) or len(records) != payload.get("num_tensors"):
+            raise WeightSyncError("delta payload needs a `tensors` list of `num_tensors` records (truncated?).")
         try:
             blob = self._blob(payload)
         except (OSError, ValueError) as exc:
@@ -272,19 +281,25 @@ class DeltaReceiver(VersionedReceiver):
             return name, shape, dtype, old[0], checksum
         data = self._decompress(name, memoryview(blob)[offset : offset + length], nbytes)
         if encoding == "xor":
-            data = torch.bitwise_xor(data, old[0])
+            data = torch.bitwise_xor(data, old[0], out=data)  # in place: `data` is our own decompressed copy
         if tensor_checksum(data) != checksum:
             raise WeightSyncError(f"tensor {name!r}: reconstructed bytes fail their checksum.")
         return name, shape, dtype, data, checksum
 
     def _decompress(self, name: str, frame: memoryview, nbytes: int) -> torch.Tensor:
+        # Straight into a new tensor: no intermediate `bytes` object and no second copy.
+        out = torch.empty(nbytes, dtype=torch.uint8)
+        target, filled = writable_buffer(out), 0
         try:
-            raw = self._decompressor.decompress(frame, max_output_size=nbytes)
+            with self._decompressor.stream_reader(frame) as reader:
+                while filled < nbytes and (n := reader.readinto(target[filled:])):
+                    filled += n
+                trailing = reader.read(1)
         except zstandard.ZstdError as exc:
             raise WeightSyncError(f"tensor {name!r}: corrupt zstd frame ({exc}).") from exc
-        if len(raw) != nbytes:
-            raise WeightSyncError(f"tensor {name!r}: frame decompresses to {len(raw)} bytes, expected {nbytes}.")
-        return torch.frombuffer(bytearray(raw), dtype=torch.uint8) if nbytes else torch.empty(0, dtype=torch.uint8)
+        if filled != nbytes or trailing:
+            raise WeightSyncError(f"tensor {name!r}: frame does not decompress to exactly {nbytes} bytes.")
+        return out
 
     def _loaded(self, header: PayloadHeader, payload: Mapping[str, Any]) -> None:
         self._snapshot, self._next = self._next, {}
