@@ -25,8 +25,9 @@ def test_sync_loop_first_step_invariants_and_resume(demo_files, job_flags, tmp_p
     state = load_run_state(tmp_path / "ckpt")
     assert state["rollout_id"] == 1 and state["data_source"]["sample_index"] == 16
     # Resume: the next run starts at rollout 2 with the saved data cursor.
-    resumed = run_training(job_flags(model, prompts, tmp_path, "--num-rollout", "3", "--no-ray",
-                                     "--load", str(tmp_path / "ckpt")))
+    resumed = run_training(
+        job_flags(model, prompts, tmp_path, "--num-rollout", "3", "--no-ray", "--load", str(tmp_path / "ckpt"))
+    )
     steps = [step for step, m in resumed.history if "rollout/reward_mean" in m]
     assert steps == [2]
     assert load_run_state(tmp_path / "ckpt")["data_source"]["sample_index"] == 24

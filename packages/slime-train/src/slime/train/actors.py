@@ -15,16 +15,27 @@ from slime.train.handles import Group, RayHandle
 from slime.train.placement import create_placement_group, plan_placement
 
 
+RAY_ENV_DEFAULTS = {
+    # Bind GCS, raylet and workers to 127.0.0.1 (Ray 2.60 otherwise advertises the machine's address).
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    # Ray 2.60 writes an auth token to $HOME and requires it by default; a local cluster needs neither.
+    "RAY_AUTH_MODE": "disabled",
+    # `uv run` drivers would otherwise make Ray package the working tree and build a venv per worker.
+    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+    # A loaded 2-core laptop can take more than the default minute to bring the raylet up.
+    "RAY_raylet_start_wait_time_s": "180",
+}
+
+
+def set_ray_env_defaults() -> None:
+    """Apply `RAY_ENV_DEFAULTS` (user values win). Must run before anything imports ray."""
+    for key, value in RAY_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
 def init_ray(args: argparse.Namespace) -> None:
     """Join the cluster named by RAY_ADDRESS (`ray job submit`, `ray start`) or start a loopback-only one."""
-    # Ray reads these when it is imported and when it starts: set them first.
-    # Without the first two Ray 2.60 binds the machine's public address and writes an auth token to $HOME.
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    # `uv run` drivers would otherwise make Ray package the working tree and build a venv per worker.
-    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    # A loaded 2-core laptop can take more than the default minute to bring the raylet up.
-    os.environ.setdefault("RAY_raylet_start_wait_time_s", "180")
+    set_ray_env_defaults()
     import ray
 
     if ray.is_initialized():

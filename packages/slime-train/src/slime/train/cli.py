@@ -24,6 +24,9 @@ def run_training(argv: Sequence[str], *, async_loop: bool = False) -> FanOut:
 def main(argv: Sequence[str] | None = None, *, async_loop: bool = False) -> int:
     """Console entry point; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    from slime.train.actors import set_ray_env_defaults
+
+    set_ray_env_defaults()  # before any import that may pull in ray
     try:
         if argv[:1] == ["demo"]:
             from slime.train.demo.recipe import run_demo
