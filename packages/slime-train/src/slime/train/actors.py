@@ -14,7 +14,6 @@ from typing import Any
 from slime.train.handles import Group, RayHandle
 from slime.train.placement import create_placement_group, plan_placement
 
-
 RAY_ENV_DEFAULTS = {
     # Bind GCS, raylet and workers to 127.0.0.1 (Ray 2.60 otherwise advertises the machine's address).
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
