@@ -105,3 +105,21 @@ def test_resolve_backend_choice():
     assert resolve(parse_args(BASE).args, gpu).rollout_engine == "sglang"
     with pytest.raises(ConfigError, match="slime-sglang\\[engine\\]"):
         resolve(parse_args([*BASE, "--rollout-engine", "sglang"]).args, CPU)
+
+
+def test_ineffective_flags_warn_once(recwarn):
+    import warnings
+
+    from slime.train import effects
+    from slime.train.driver import parse_job_args
+
+    effects._warned.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            parse_job_args(
+                [*BASE, "--http-proxy", "x", "--sglang-mem-fraction-static", "0.5"], async_loop=False, env=CPU
+            )
+    texts = [str(w.message) for w in caught]
+    assert sum("--http-proxy has no effect here" in t for t in texts) == 1
+    assert sum("--sglang-mem-fraction-static has no effect here" in t for t in texts) == 1

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 
 from slime.train.arguments import ParsedArgs, parse_args
+from slime.train.effects import warn_ineffective
 from slime.train.handles import Group, LocalHandle, RayHandle
 from slime.train.loop import Job, run_async, run_sync
 from slime.train.metrics import FanOut, JsonlSink, StdoutSink, TensorBoardSink, WandbSink
@@ -49,6 +50,7 @@ def parse_job_args(argv: Sequence[str], *, async_loop: bool, env: Environment) -
             UserWarning,
             stacklevel=2,
         )
+    warn_ineffective(args, parsed.explicit, parsed.sglang_argv)
     args.sglang_passthrough = list(parsed.sglang_argv)
     args.megatron_passthrough = list(parsed.megatron_argv)
     return args, parsed
