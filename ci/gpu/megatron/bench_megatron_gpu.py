@@ -13,9 +13,10 @@ micro-batch forward and writes the TP-gathered logits (`--save`) or compares the
 (`--compare`): max / mean absolute difference, relative error and argmax agreement.
 
 MFU: `6 * N * tokens / time / peak`; N = all parameters (the tied embedding counts once, as the LM head's
-matmul); tokens are real (unpadded) tokens per GPU. `mfu_6n_attn` adds causal attention FLOPs
-(3 x 2 x 2 x layers x heads x head_dim x sum(len^2) / 2). Peak: dense bf16 of the device (H100/H200 SXM 989
-TFLOP/s) or `--peak-tflops`. One JSON object goes to stdout; progress to stderr.
+matmul); tokens are real (unpadded) tokens divided by the GPUs of the world (TP x DP share one step's FLOPs).
+`mfu_6n_attn` adds causal attention FLOPs (3 x 2 x 2 x layers x heads x head_dim x sum(len^2) / 2).
+Peak: dense bf16 of the device (H100/H200 SXM 989 TFLOP/s) or `--peak-tflops`.
+One JSON object goes to stdout; progress to stderr.
 
 Needs torch, transformers, megatron-core 0.16.1, mbridge 0.15.1, einops and the repository's packages on
 PYTHONPATH (see README.md beside this file for the device commands). `--device cpu --model tiny` is a logic check
@@ -138,16 +139,16 @@ def run_train(args: argparse.Namespace, hf_dir: str) -> dict[str, Any]:
         loss, norm = metrics.get("train/loss"), metrics.get("train/grad_norm")
         log(f"train {i}: {times[-1]:.3f} s, loss {loss}, grad_norm {norm}")
     seconds = statistics.median(times)
-    dp = max(1, int(os.environ.get("WORLD_SIZE", "1")) // args.tp)
-    tokens_per_gpu = batch.num_tokens / dp
-    tokens_per_s = tokens_per_gpu / seconds
-    attn = 3 * 2 * 2 * layers * heads * head_dim * sum(s.total_length**2 for s in batch.samples) / 2 / dp
+    gpus = int(os.environ.get("WORLD_SIZE", "1"))  # every GPU of the world shares the step's FLOPs (TP x DP)
+    tokens_per_s = batch.num_tokens / seconds / gpus
+    attn = 3 * 2 * 2 * layers * heads * head_dim * sum(s.total_length**2 for s in batch.samples) / 2 / gpus
     peak = peak_tflops(args)
     result: dict[str, Any] = {
         "mode": "train",
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "model": args.model,
         "tp": args.tp,
+        "gpus": gpus,
         "params": n_params,
         "samples": len(batch.samples),
         "tokens": batch.num_tokens,
@@ -157,7 +158,7 @@ def run_train(args: argparse.Namespace, hf_dir: str) -> dict[str, Any]:
         "tokens_per_s_per_gpu": tokens_per_s,
         "peak_tflops": peak,
         "mfu_6n": None if peak is None else 6 * n_params * tokens_per_s / (peak * 1e12),
-        "mfu_6n_attn": None if peak is None else (6 * n_params * tokens_per_gpu + attn) / seconds / (peak * 1e12),
+        "mfu_6n_attn": None if peak is None else (6 * n_params * tokens_per_s + attn / seconds) / (peak * 1e12),
         "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
         "last_metrics": metrics,
         "attention": "torch varlen_attn" if torch.cuda.is_available() and not args.fp32 else "reference sdpa",

@@ -36,11 +36,11 @@ def shared_tmp(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path
 
 
 @pytest.fixture(scope="session")
-def megatron_worlds(shared_tmp: Path, tiny_qwen3_dir: Path) -> Callable[[str], dict]:
+def megatron_worlds(shared_tmp: Path, tiny_qwen3_dir: Path, request: pytest.FixtureRequest) -> Callable[[str], dict]:
     """Starts every test world once per run (the first xdist worker to get here starts them all, side by side);
     returns `wait(key) -> result`."""
     from filelock import FileLock
-    from slime_megatron_testsupport.launch import start_scenario, wait_scenario
+    from slime_megatron_testsupport.launch import start_scenario, wait_all_started, wait_scenario
 
     repo_root = str(Path(__file__).resolve().parents[3])
     worlds: dict[str, tuple[str, int, dict[str, Any]]] = {
@@ -54,6 +54,8 @@ def megatron_worlds(shared_tmp: Path, tiny_qwen3_dir: Path) -> Callable[[str], d
             for key, (scenario, size, params) in worlds.items():
                 start_scenario(scenario, size, shared_tmp / f"megatron_{key}", **params)
             (shared_tmp / "megatron_worlds.started").write_text("")
+            # At the end of this worker's session, wait for the worlds it started (other workers may be reading).
+            request.addfinalizer(wait_all_started)
 
     def wait(key: str) -> dict:
         return wait_scenario(shared_tmp / f"megatron_{key}", worlds[key][1])

@@ -98,3 +98,9 @@ def test_pipeline_parallel_two_stages_match(tp1_suite: dict, tp2_suite: dict, ti
         assert ok(pp2, "first_step")[key] == pytest.approx(ok(tp2_suite, "first_step")[key], rel=1e-5, abs=1e-8)
     step = max_abs_diff(ok(tp2_suite, "after_first_step"), ok(tp2_suite, "export_initial"))
     assert max_abs_diff(ok(pp2, "after_first_step"), ok(tp2_suite, "after_first_step")) < 1e-3 * step
+
+
+def test_export_feeds_slime_sync(suite: dict) -> None:
+    result = ok(suite, "sync_publish")
+    assert result["version"] == 1 and result["stats"]["num_buckets"] > 1
+    assert max_abs_diff(result["received"], result["exported"]) == 0.0

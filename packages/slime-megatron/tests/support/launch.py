@@ -52,6 +52,18 @@ def _reap() -> None:
             _STARTED.remove(proc)
 
 
+def wait_all_started(timeout: float = 1800) -> None:
+    """Wait for (then kill) every rank this process started: call once its worlds' results were read."""
+    deadline = time.monotonic() + timeout
+    for proc in list(_STARTED):
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        _STARTED.remove(proc)
+
+
 def wait_scenario(out_dir: Path, world_size: int, *, timeout: float = 1500) -> dict:
     """Block until every rank of the world in `out_dir` has finished; rank 0's result, or AssertionError with logs."""
     deadline = time.monotonic() + timeout

@@ -132,6 +132,7 @@ def suite(
     _check(result, "checkpoint", lambda: _checkpoint_round_trip(policy, batch))
     _check(result, "micro_batch_invariance", lambda: _micro_batch_invariance(policy, batch))
     _check(result, "offload", lambda: _offload_round_trip(policy, batch))
+    _check(result, "sync_publish", lambda: _publish_through_slime_sync(policy))
     if tp == 2:
         result["dp2"] = _data_parallel_phase(model_dir, out_dir, batch)
         result["pp2"] = _pipeline_phase(model_dir, batch)
@@ -195,6 +196,23 @@ def _micro_batch_invariance(policy, batch) -> dict[str, Any]:
         policy.actor_config, use_dynamic_batch_size=False, max_tokens_per_gpu=None
     )
     return runs
+
+
+def _publish_through_slime_sync(policy) -> dict[str, Any]:
+    """`export_weights` straight into slime.sync's colocated (shared-memory) sender and an in-process receiver."""
+    from slime.sync import SharedMemoryReceiver, SharedMemorySender
+
+    received: dict[str, torch.Tensor] = {}
+    receiver = SharedMemoryReceiver(lambda named: received.update({n: t.clone() for n, t in named}))
+    sender = SharedMemorySender(receiver.apply, bucket_bytes=64 * 1024)  # several buckets for the tiny model
+    if dist.get_rank() == 0:
+        stats = sender.publish(policy.export_weights(), version=1)
+    else:  # the export is collective: the other ranks take part without sending
+        stats = {}
+        for _ in policy.export_weights():
+            pass
+    sender.close()
+    return {"received": received, "exported": _export(policy), "stats": stats, "version": receiver.version}
 
 
 def _offload_round_trip(policy, batch) -> dict[str, Any]:

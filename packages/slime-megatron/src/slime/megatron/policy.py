@@ -175,6 +175,7 @@ class MegatronPolicy:
         Returns a list (batch order) of `[response_length]` float32 tensors, or `(log_probs, entropies)` with
         `with_entropy`. Collective: every rank must call it with the same batch; every rank gets all samples.
         """
+        self.onload()
         samples = batch.samples
         batches = self._batches(samples, range(len(samples)), train=False)
         with self._weights(model):
@@ -188,6 +189,7 @@ class MegatronPolicy:
         """The critic's values of every response token (PPO only); same layout as `compute_log_probs`."""
         if self.critic is None:
             raise ConfigError("compute_values needs --advantage-estimator ppo (a critic).")
+        self.onload()
         samples = batch.samples
         local = forward_only(
             self.critic, self._batches(samples, range(len(samples)), train=False), HeadSpec(kind="critic")
@@ -299,6 +301,7 @@ class MegatronPolicy:
 
     def export_weight_buckets(self) -> Iterator[list[NamedTensor]]:
         """HF-named full tensors of the actor in buckets of `update_weight_buffer_size` bytes (collective)."""
+        self.onload()
         yield from export_buckets(self.stack, self.actor_config.update_weight_buffer_size)
 
     def export_weights(self) -> Iterator[NamedTensor]:
