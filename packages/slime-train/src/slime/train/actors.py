@@ -21,9 +21,10 @@ RAY_ENV_DEFAULTS = {
     "RAY_AUTH_MODE": "disabled",
     # `uv run` drivers would otherwise make Ray package the working tree and build a venv per worker.
     "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
-    # A loaded 2-core laptop can take more than the default minute to bring the raylet up.
-    "RAY_raylet_start_wait_time_s": "180",
 }
+
+
+_START_ATTEMPTS = 3
 
 
 def set_ray_env_defaults() -> None:
@@ -42,7 +43,15 @@ def init_ray(args: argparse.Namespace) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
         return
-    ray.init(num_cpus=args.ray_num_cpus, include_dashboard=False, log_to_driver=True)
+    for attempt in range(1, _START_ATTEMPTS + 1):
+        try:
+            ray.init(num_cpus=args.ray_num_cpus, include_dashboard=False, log_to_driver=True)
+            return
+        except Exception as exc:  # Ray raises a bare Exception when its raylet misses a fixed 30 s start window
+            if "timed out during startup" not in str(exc) or attempt == _START_ATTEMPTS:
+                raise
+            ray.shutdown()
+            print(f"[slime] Ray did not start within its 30 s window (machine busy?); retry {attempt}", flush=True)
 
 
 def _gpu_count() -> int:
