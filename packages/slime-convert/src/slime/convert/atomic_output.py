@@ -4,7 +4,8 @@
 yields the temporary folder, removes it if the body raises, and otherwise moves it into place with one rename
 (with `force`, an old folder is first renamed aside and deleted only after the new one is in place). A crash
 leaves at most a `*.tmp-*` folder, never a partial folder under the final name. Multi-rank writers use
-`make_temporary` / `publish` / `discard` directly, with rank 0 deciding. It writes no content itself.
+`shared_temporary` (rank 0 creates the folder, every rank learns its path) and `publish` on rank 0. It writes
+no content itself.
 """
 
 from __future__ import annotations
@@ -37,6 +38,17 @@ def make_temporary(final: Path) -> Path:
     """A fresh `<final>.tmp-XXXX` folder in the destination's parent (created if needed)."""
     final.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f"{final.name}.tmp-", dir=final.parent))
+
+
+def shared_temporary(final: Path) -> Path:
+    """`make_temporary` on rank 0, its path sent to every rank (collective when torch.distributed is up)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return make_temporary(final)
+    box = [str(make_temporary(final)) if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return Path(str(box[0]))
 
 
 def publish(tmp: Path, final: Path) -> Path:

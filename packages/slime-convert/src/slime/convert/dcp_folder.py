@@ -9,6 +9,7 @@ objects) are not listed. It writes nothing.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -35,22 +36,25 @@ class DcpFolder:
         self._reader = FileSystemReader(str(self.path))
         self.metadata = self._reader.read_metadata()
 
-    def tensor_infos(self, prefix: str = "") -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-        """Tensor key -> (global shape, dtype) for every tensor whose key starts with `prefix`."""
+    @functools.cached_property
+    def _infos(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
         infos = {}
         for key, meta in self.metadata.state_dict_metadata.items():
             size = getattr(meta, "size", None)
-            if size is not None and key.startswith(prefix):
+            if size is not None:
                 infos[key] = (tuple(size), meta.properties.dtype)
         return infos
+
+    def tensor_infos(self, prefix: str = "") -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """Tensor key -> (global shape, dtype) for every tensor whose key starts with `prefix`."""
+        return {key: info for key, info in self._infos.items() if key.startswith(prefix)}
 
     def load(self, keys: Iterable[str]) -> dict[str, torch.Tensor]:
         """The full tensors of `keys`, on the CPU, in their stored dtype."""
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint import FileSystemReader
 
-        infos = self.tensor_infos()
-        state = {key: torch.empty(infos[key][0], dtype=infos[key][1]) for key in keys}
+        state = {key: torch.empty(self._infos[key][0], dtype=self._infos[key][1]) for key in keys}
         if not state:
             return {}
         with warnings.catch_warnings():

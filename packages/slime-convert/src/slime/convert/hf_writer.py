@@ -33,25 +33,21 @@ class ShardWriter:
         self._pending: dict[str, torch.Tensor] = {}
         self._pending_bytes = 0
         self._shards: list[list[str]] = []
-        self._seen: set[str] = set()
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        """Name -> shape of every tensor added so far."""
         self.total_bytes = 0
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
         """Queue one tensor (copied); flushes the current shard first when this one would overflow it."""
-        if name in self._seen:
+        if name in self.shapes:
             raise DataError(f"tensor {name!r} was produced twice; the checkpoint maps two weights onto one name.")
-        self._seen.add(name)
+        self.shapes[name] = tuple(tensor.shape)
         nbytes = tensor.numel() * tensor.element_size()
         if self._pending and self._pending_bytes + nbytes > self.shard_bytes:
             self._flush()
         self._pending[name] = tensor.detach().to("cpu", copy=True).contiguous()
         self._pending_bytes += nbytes
         self.total_bytes += nbytes
-
-    @property
-    def names(self) -> set[str]:
-        """Every tensor name added so far."""
-        return set(self._seen)
 
     def _flush(self) -> None:
         from safetensors.torch import save_file

@@ -24,7 +24,11 @@ from slime.convert.model_layout import ModelLayout, Shape
 
 LAYER_TO_HF: dict[str, tuple[str, ...]] = {
     "self_attention.linear_qkv.layer_norm_weight": ("input_layernorm.weight",),
-    "self_attention.linear_qkv.weight": ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
+    "self_attention.linear_qkv.weight": (
+        "self_attn.q_proj.weight",
+        "self_attn.k_proj.weight",
+        "self_attn.v_proj.weight",
+    ),
     "self_attention.linear_qkv.bias": ("self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"),
     "self_attention.q_layernorm.weight": ("self_attn.q_norm.weight",),
     "self_attention.k_layernorm.weight": ("self_attn.k_norm.weight",),
@@ -97,7 +101,9 @@ def _split_qkv(tensor: torch.Tensor, layout: ModelLayout) -> list[torch.Tensor]:
     return [q, k, v]
 
 
-def layer_to_hf(suffix: str, layer: int, tensor: torch.Tensor, layout: ModelLayout) -> Iterator[tuple[str, torch.Tensor]]:
+def layer_to_hf(
+    suffix: str, layer: int, tensor: torch.Tensor, layout: ModelLayout
+) -> Iterator[tuple[str, torch.Tensor]]:
     """HF `(name, tensor)` pairs held by one layer's Megatron tensor (views; the caller copies what it keeps)."""
     names = [f"model.layers.{layer}.{part}" for part in LAYER_TO_HF[suffix]]
     if suffix.startswith("self_attention.linear_qkv.") and "layer_norm" not in suffix:

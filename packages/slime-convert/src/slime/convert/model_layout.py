@@ -46,7 +46,9 @@ class ModelLayout:
             if getattr(self, name) < 1:
                 raise ConfigError(f"`{name}` is {getattr(self, name)} in the HF config; it must be >= 1.")
         if self.vocab_size < 1:
-            raise ConfigError(f"`vocab_size` is {self.vocab_size}; it must be >= 1 (check config.json or --vocab-size).")
+            raise ConfigError(
+                f"`vocab_size` is {self.vocab_size}; it must be >= 1 (check config.json or --vocab-size)."
+            )
         if self.num_heads % self.num_kv_heads:
             raise ConfigError(
                 f"`num_attention_heads`={self.num_heads} is not a multiple of `num_key_value_heads`="

@@ -164,7 +164,7 @@ def torch_dist_to_hf(config: TorchDistToHfConfig) -> Path:
         for key in tqdm(list(model_keys(folder)), desc="torch_dist -> HF", unit="key", disable=config.quiet):
             _convert_key(key, folder, layout, writer)
         if config.add_missing_from_origin_hf:
-            missing = [n for n in origin.tensor_infos if n not in writer.names]
+            missing = [n for n in origin.tensor_infos if n not in writer.shapes]
             for name, tensor in origin.iter_tensors(missing):
                 writer.add(name, tensor)
         writer.finish()

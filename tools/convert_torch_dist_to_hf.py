@@ -1,0 +1,15 @@
+"""Megatron torch_dist -> HF without Megatron (the seeds' tool name; a thin wrapper):
+
+    python tools/convert_torch_dist_to_hf.py --input-dir CKPT/iter_xxx --output-dir OUT --origin-hf-dir HF
+
+Same flags as `slime-convert torch-dist-to-hf` (see its --help and packages/slime-convert/README.md).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from slime.convert.cli import main
+
+if __name__ == "__main__":  # spawn-safe: Megatron's checkpoint saver re-imports the main module
+    sys.exit(main(["torch-dist-to-hf", *sys.argv[1:]]))
