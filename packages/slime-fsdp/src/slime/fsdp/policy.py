@@ -96,8 +96,16 @@ class FSDPPolicy:
         if which == "actor":
             yield
         elif which == "ref" and self.config.lora_rank > 0:
+            # peft flips requires_grad on the parameters registered right now; they must be FSDP's shards (a
+            # forward without backward leaves gathered ones registered), else the adapters come back frozen.
+            reshard(self.model)
             with self.model.disable_adapter():  # type: ignore[operator]  # a peft model
-                yield
+                try:
+                    yield
+                finally:
+                    reshard(self.model)
+            for param in self._params:
+                param.requires_grad_(True)
         elif which == "ref":
             if "ref" not in self._backup:
                 raise ContractError("no reference weights: enable use_kl_loss / kl_coef, or set ref_load.")

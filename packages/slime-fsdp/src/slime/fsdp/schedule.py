@@ -11,8 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from slime.buffer import get_minimum_num_micro_batch_size
-from slime.buffer.balancing import balance_partitions
+from slime.buffer import balance_partitions, get_minimum_num_micro_batch_size
 from slime.types import ConfigError
 
 
