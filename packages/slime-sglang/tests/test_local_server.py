@@ -134,7 +134,7 @@ def test_release_and_pause_hold_generation_until_resumed(local_engine: EnginePro
     async def go():
         async with EngineClient(local_engine.url) as client:
             await client.release_memory_occupation()
-            held = asyncio.create_task(client.generate([5, 6], {"max_new_tokens": 3}))
+            held = asyncio.create_task(client.generate([5, 6], {"max_new_tokens": 3, "ignore_eos": True}))
             info = await client.server_info()
             await asyncio.sleep(0.3)
             assert not held.done()
@@ -144,7 +144,7 @@ def test_release_and_pause_hold_generation_until_resumed(local_engine: EnginePro
             await client.resume_memory_occupation()
             first = await held
             await client.pause_generation("retract")
-            paused = asyncio.create_task(client.generate([5, 6], {"max_new_tokens": 3}))
+            paused = asyncio.create_task(client.generate([5, 6], {"max_new_tokens": 3, "ignore_eos": True}))
             await asyncio.sleep(0.3)
             assert not paused.done()
             await client.continue_generation()

@@ -71,8 +71,7 @@ def test_abort_all_returns_partial_tokens_with_finish_reason_abort(group: Engine
     async def go():
         async with EngineClient(group.router_url) as client:
             samples = [Sample(index=i, tokens=list(p)) for i, p in enumerate(prompts)]
-            tasks = [asyncio.create_task(client.generate_sample(s, SamplingParams(max_new_tokens=30_000)))
-                     for s in samples[:2]]  # fmt: skip
+            tasks = [asyncio.create_task(client.generate_sample(s, params)) for s in samples[:2]]
             tasks += [asyncio.create_task(client.generate(p, params)) for p in prompts[2:]]
             await asyncio.to_thread(wait_until_running, group, 4)
             await client.abort_all()
@@ -97,7 +96,9 @@ def test_killed_worker_is_detected_and_removed(group: EngineGroup) -> None:
 
     async def go():
         async with EngineClient(group.router_url) as client:
-            return await asyncio.gather(*(client.generate([5, 6, 7], {"max_new_tokens": 2}) for _ in range(4)))
+            return await asyncio.gather(
+                *(client.generate([5, 6, 7], {"max_new_tokens": 2, "ignore_eos": True}) for _ in range(4))
+            )
 
     assert all(len(out.output_ids) == 2 for out in asyncio.run(go()))
 

@@ -90,16 +90,23 @@ class EngineClient:
         answer = await self._request("POST", self.url, "/generate", body, self._request_timeout)
         return parse_generate_response(answer, expect_logprobs=return_logprob, source=self.url)
 
-    async def generate_sample(self, sample: Sample, sampling_params: SamplingParams) -> Sample:
+    async def generate_sample(self, sample: Sample, sampling_params: SamplingParams | Mapping[str, Any]) -> Sample:
         """Continue `sample` from its tokens and append the answer (tokens, log-probs, text, status, version).
 
+        `sampling_params` is a `SamplingParams` or a dict in SGLang's names (what custom generate functions get).
         A sample that already has response tokens (a partial rollout) gets only the rest of the token budget;
         with no budget left it is marked TRUNCATED without a call.
         """
         if not sample.tokens:
             raise ContractError(f"sample {sample.index} has no tokens; tokenize its prompt before generating.")
-        params = sampling_params.with_max_new_tokens(sampling_params.max_new_tokens - sample.response_length)
-        if sample.response_length and params.max_new_tokens == 0:
+        params: SamplingParams | dict[str, Any]
+        if isinstance(sampling_params, SamplingParams):
+            params = sampling_params.with_max_new_tokens(sampling_params.max_new_tokens - sample.response_length)
+            budget = params.max_new_tokens
+        else:
+            budget = max(0, int(sampling_params["max_new_tokens"]) - sample.response_length)
+            params = {**sampling_params, "max_new_tokens": budget}
+        if sample.response_length and budget == 0:
             sample.status = Status.TRUNCATED
             return sample
         out = await self.generate(sample.tokens, params)
