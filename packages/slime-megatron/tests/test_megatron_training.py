@@ -104,3 +104,15 @@ def test_export_feeds_slime_sync(suite: dict) -> None:
     result = ok(suite, "sync_publish")
     assert result["version"] == 1 and result["stats"]["num_buckets"] > 1
     assert max_abs_diff(result["received"], result["exported"]) == 0.0
+
+
+def test_load_resumes_from_the_tracker_iteration(tp1_suite: dict) -> None:
+    result = ok(tp1_suite, "resume")
+    assert result["start"] == 2  # the checkpoint of rollout 1: training resumes at rollout 2
+    assert max_abs_diff(result["weights"], ok(tp1_suite, "checkpoint")["saved"]) == 0.0
+
+
+def test_full_recompute_flags_reach_megatron_and_keep_the_step(tp1_suite: dict) -> None:
+    recompute, plain = ok(tp1_suite, "recompute"), ok(tp1_suite, "first_step")
+    for key in ("train/loss", "train/kl_loss", "train/grad_norm", "train/entropy_loss"):
+        assert recompute[key] == pytest.approx(plain[key], rel=1e-6, abs=1e-9), key

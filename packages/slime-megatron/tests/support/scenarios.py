@@ -226,7 +226,7 @@ def _offload_round_trip(policy, batch) -> dict[str, Any]:
 
 
 def fallback_and_critic(*, out_dir: Path, model_dir: str, ckpt_root: str) -> dict[str, Any]:
-    """`--load` without a checkpoint falls back to `--ref-load`; the PPO critic trains."""
+    """`--load` without a checkpoint falls back to `--ref-load`; `--load` resumes; recompute; the PPO critic."""
     from slime.loss import LossConfig
 
     result: dict[str, Any] = {}
@@ -248,7 +248,21 @@ def fallback_and_critic(*, out_dir: Path, model_dir: str, ckpt_root: str) -> dic
         after = policy.compute_values(batch)
         return {"before": before, "after": after, "metrics": metrics}
 
+    def resume():
+        policy = _policy(model_dir, ["--load", ckpt_root, "--micro-batch-size", "4"])
+        return {"weights": _export(policy), "start": policy.start_rollout_id}
+
+    def recompute():
+        # Full activation recomputation must not change the step: same metrics as `suite`'s first step.
+        argv = "--lr 1e-3 --adam-eps 1e-4 --micro-batch-size 3 --recompute-granularity full "
+        argv += "--recompute-method uniform --recompute-num-layers 1"
+        policy = _policy(model_dir, argv.split(), LossConfig(use_kl_loss=True, kl_loss_coef=0.1, entropy_coef=0.01))
+        assert policy.stack.config.recompute_granularity == "full"
+        return dict(policy.train(0, random_batch(8, seed=1)))
+
     _check(result, "fallback", fallback)
+    _check(result, "resume", resume)
+    _check(result, "recompute", recompute)
     _check(result, "critic", critic)
     return result
 
