@@ -48,8 +48,11 @@ class FSDPConfig:
     weight_decay: float = 0.01
     """AdamW decoupled weight decay (Megatron's default)."""
     adam_beta1: float = 0.9
+    """AdamW first-moment decay (Megatron's default)."""
     adam_beta2: float = 0.999
+    """AdamW second-moment decay (Megatron's default)."""
     adam_eps: float = 1e-8
+    """AdamW denominator epsilon."""
     clip_grad: float = 1.0
     """Global gradient-norm clip; 0 disables clipping (the norm is still reported)."""
     reset_optimizer_states: bool = False
