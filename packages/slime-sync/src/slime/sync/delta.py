@@ -15,8 +15,10 @@ import base64
 import hashlib
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +49,8 @@ class DeltaSender:
             is a full one, since engines may now disagree on the base.
         directory: write the blob to `<directory>/delta_v<NNNNNN>.bin` (atomically) instead of inlining it.
         level: zstd level (1 is what slime uses: fast, and XOR deltas are mostly zero bytes anyway).
-        threads: zstd worker threads (0: compress in the calling thread; -1: one per core).
+        workers: threads encoding tensors in parallel (XOR, zstd and hashing release the GIL); default: the
+            number of cores, at most 8.
     """
 
     def __init__(
@@ -56,20 +59,21 @@ class DeltaSender:
         *,
         directory: str | os.PathLike[str] | None = None,
         level: int = 1,
-        threads: int = 0,
+        workers: int | None = None,
     ) -> None:
         self._deliver = deliver
         self._directory = None if directory is None else Path(directory)
-        self._compressor = zstandard.ZstdCompressor(level=level, threads=threads)
+        self._level = level
+        self._workers = workers or _default_workers()
+        self._local = threading.local()  # per worker thread: a zstd compressor and an XOR scratch buffer
         self._snapshot: dict[str, tuple[torch.Tensor, str, tuple[int, ...], str]] = {}  # bytes, dtype, shape, sum
         self._base: int | None = None
         self._last: int | None = None
-        self._scratch = torch.empty(0, dtype=torch.uint8)
 
     def reset(self) -> None:
         """Forget the snapshot: the next publish sends every tensor in full."""
         self._snapshot, self._base = {}, None
-        self._scratch = torch.empty(0, dtype=torch.uint8)
+        self._local = threading.local()
 
     def publish(
         self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int, *, full: bool = False
@@ -113,22 +117,15 @@ class DeltaSender:
 
     def _encode(self, tensors: list[tuple[str, torch.Tensor, torch.Tensor]]) -> tuple[list[dict], list[bytes], int]:
         records, frames, offset, changed = [], [], 0, 0
-        for name, new, original in tensors:
-            dtype, shape = dtype_name(original.dtype), tuple(original.shape)
-            old = self._snapshot.get(name)
-            if old is not None and (old[1], old[2]) == (dtype, shape) and torch.equal(old[0], new):
-                encoding, frame, checksum = "same", b"", old[3]
-            elif old is not None and (old[1], old[2]) == (dtype, shape):
-                encoding, frame = "xor", self._compressor.compress(host_buffer(self._xor(new, old[0])))
-                checksum = tensor_checksum(new)
-            else:
-                encoding, frame, checksum = "full", self._compressor.compress(host_buffer(new)), tensor_checksum(new)
+        for (name, new, original), (encoding, frame, checksum) in zip(
+            tensors, _parallel_map(self._encode_one, tensors, self._workers), strict=True
+        ):
             changed += encoding != "same"
             records.append(
                 {
                     "name": name,
-                    "shape": list(shape),
-                    "dtype": dtype,
+                    "shape": list(original.shape),
+                    "dtype": dtype_name(original.dtype),
                     "encoding": encoding,
                     "offset": offset,
                     "length": len(frame),
@@ -140,11 +137,26 @@ class DeltaSender:
             offset += len(frame)
         return records, frames, changed
 
+    def _encode_one(self, item: tuple[str, torch.Tensor, torch.Tensor]) -> tuple[str, bytes, str]:
+        name, new, original = item
+        old = self._snapshot.get(name)
+        if old is None or (old[1], old[2]) != (dtype_name(original.dtype), tuple(original.shape)):
+            return "full", self._compressor().compress(host_buffer(new)), tensor_checksum(new)
+        if torch.equal(old[0], new):
+            return "same", b"", old[3]
+        return "xor", self._compressor().compress(host_buffer(self._xor(new, old[0]))), tensor_checksum(new)
+
+    def _compressor(self) -> zstandard.ZstdCompressor:
+        if not hasattr(self._local, "compressor"):  # zstd contexts must not be shared between threads
+            self._local.compressor = zstandard.ZstdCompressor(level=self._level)
+        return self._local.compressor
+
     def _xor(self, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
-        # Into one reused scratch buffer: a fresh allocation per tensor costs a page fault per 4 KiB.
-        if self._scratch.numel() < new.numel():
-            self._scratch = torch.empty(new.numel(), dtype=torch.uint8)
-        return torch.bitwise_xor(new, old, out=self._scratch[: new.numel()])
+        # Into a reused per-thread scratch buffer: a fresh allocation per tensor costs a page fault per 4 KiB.
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None or scratch.numel() < new.numel():
+            scratch = self._local.scratch = torch.empty(new.numel(), dtype=torch.uint8)
+        return torch.bitwise_xor(new, old, out=scratch[: new.numel()])
 
     def _advance(self, tensors: list[tuple[str, torch.Tensor, torch.Tensor]], records: list[dict]) -> None:
         snapshot = {}
@@ -183,6 +195,18 @@ class DeltaSender:
         self.reset()
 
 
+def _default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _parallel_map(fn: Callable[[Any], Any], items: list[Any], workers: int) -> list[Any]:
+    """`[fn(x) for x in items]` on `workers` threads (the first exception propagates)."""
+    if workers <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="slime-sync-delta") as pool:
+        return list(pool.map(fn, items))
+
+
 def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.device == b.device and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
@@ -196,6 +220,7 @@ class DeltaReceiver(VersionedReceiver):
         device: where reconstructed tensors are placed before `load_weights`.
         verify_checksums: also re-hash unchanged snapshot tensors (checksums of changed ones are always checked).
         trusted_peers: see `VersionedReceiver`.
+        workers: threads decoding tensors in parallel (default: the number of cores, at most 8).
     """
 
     transport = TRANSPORT
@@ -208,12 +233,14 @@ class DeltaReceiver(VersionedReceiver):
         device: torch.device | str = "cpu",
         verify_checksums: bool = False,
         trusted_peers: Collection[str] = (),
+        workers: int | None = None,
     ) -> None:
         super().__init__(load_weights, trusted_peers=trusted_peers)
+        self._workers = workers or _default_workers()
+        self._local = threading.local()
         self._root = None if root is None else Path(root).resolve()
         self._device = torch.device(device)
         self._deep_verify = verify_checksums
-        self._decompressor = zstandard.ZstdDecompressor()
         self._snapshot: dict[str, tuple[torch.Tensor, str]] = {}  # name -> (bytes, checksum)
         self._next: dict[str, tuple[torch.Tensor, str]] = {}
 
@@ -248,8 +275,8 @@ class DeltaReceiver(VersionedReceiver):
         except (OSError, ValueError) as exc:
             raise WeightSyncError(f"cannot read the delta blob: {exc}") from exc
         self._next, staged = {}, []
-        for record in records:
-            name, shape, dtype, data, checksum = self._decode(record, blob, full_only=base is None)
+        decoded = _parallel_map(lambda r: self._decode(r, blob, full_only=base is None), records, self._workers)
+        for record, (name, shape, dtype, data, checksum) in zip(records, decoded, strict=True):
             if name in self._next:
                 raise WeightSyncError(f"tensor {name!r} appears twice in a delta.")
             self._next[name] = (data, checksum)
@@ -291,7 +318,9 @@ class DeltaReceiver(VersionedReceiver):
         out = torch.empty(nbytes, dtype=torch.uint8)
         target, filled = writable_buffer(out), 0
         try:
-            with self._decompressor.stream_reader(frame) as reader:
+            if not hasattr(self._local, "decompressor"):  # zstd contexts must not be shared between threads
+                self._local.decompressor = zstandard.ZstdDecompressor()
+            with self._local.decompressor.stream_reader(frame) as reader:
                 while filled < nbytes and (n := reader.readinto(target[filled:])):
                     filled += n
                 trailing = reader.read(1)
