@@ -13,7 +13,7 @@ import dataclasses
 import difflib
 import json
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from slime.train.flag_table import FLAGS, FlagSpec
 from slime.types import ConfigError
@@ -65,9 +65,16 @@ def _add_flag(parser: argparse.ArgumentParser, spec: FlagSpec) -> None:
     parser.add_argument(spec.name, **kwargs)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors (a bad value, a missing argument) raise one `ConfigError` instead of printing usage."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message}. See `slime-train --help` for the flag's type and choices.")
+
+
 def build_parser(extra_flags: Iterable[FlagSpec] = ()) -> argparse.ArgumentParser:
     """The argparse parser of every slime flag (plus `extra_flags`, e.g. a user's custom arguments)."""
-    parser = argparse.ArgumentParser(prog="slime-train", allow_abbrev=False, add_help=True)
+    parser = _Parser(prog="slime-train", allow_abbrev=False, add_help=True)
     groups: dict[str, argparse._ArgumentGroup] = {}
     for spec in (*FLAGS, *extra_flags):
         group = groups.setdefault(spec.group, parser.add_argument_group(spec.group))

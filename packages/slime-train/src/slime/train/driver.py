@@ -1,7 +1,8 @@
 """One training job from argv to the last metric: parse, check, resolve, place, run the loop, clean up.
 
 This is the composition root: it turns slime's flags into the hosts (rollout engines + data, trainer
-ranks), in Ray actors or in this process (`--no-ray`), restores a saved run when `--load` has one, and
+ranks), in Ray actors or in this process (`--no-ray`), after `preflight` has checked every input (so a
+mistake stops the job before Ray or an engine starts), restores a saved run when `--load` has one, and
 hands everything to `loop.run_sync` / `loop.run_async`. It never implements a step itself.
 """
 
@@ -18,6 +19,7 @@ from slime.train.effects import warn_ineffective
 from slime.train.handles import Group, LocalHandle, RayHandle
 from slime.train.loop import Job, run_async, run_sync
 from slime.train.metrics import FanOut, JsonlSink, StdoutSink, TensorBoardSink, WandbSink
+from slime.train.preflight import preflight
 from slime.train.resolve import Environment, resolve
 from slime.train.run_state import load_run_state
 from slime.train.validation import validate
@@ -114,6 +116,7 @@ def _start(args: argparse.Namespace, rollout: LocalHandle | RayHandle, trainer: 
 def run_job(argv: Sequence[str], *, async_loop: bool = False) -> FanOut:
     """Run one job; return the metrics history."""
     args, _ = parse_job_args(argv, async_loop=async_loop, env=Environment.detect())
+    preflight(args)
     metrics = build_sinks(args)
     try:
         with _hosts(args) as (rollout, trainer):

@@ -285,6 +285,9 @@ _ROWS: tuple[tuple[Any, ...], ...] = (
     ('Metrics', '--metrics-jsonl', 'str', None, None, None, None, False, 'Also append every metrics dict as one JSON line to this file.'),
     ('Cluster / placement', '--no-ray', 'store_true', False, None, None, None, False, 'Run the rollout host and the trainer in this process instead of Ray actors (debugging; one trainer rank).'),
     ('Cluster / placement', '--ray-num-cpus', 'float', None, None, None, None, False, 'CPUs of the local Ray cluster this job starts when none is running (default: all).'),
+    ('Data & batching', '--skip-bad-rows', 'store_true', False, None, None, None, False, 'Skip prompt rows that do not decode, miss or mistype a key, fail the chat template or exceed the context; each is counted (logged, and rollout/skipped_prompt_rows) instead of stopping the run before it starts.'),
+    ('Reward', '--rm-max-attempts', 'int', None, None, None, None, False, 'Tries per sample of --rm-type remote_rm before the rollout fails (default 10).'),
+    ('Reward', '--rm-timeout-s', 'float', None, None, None, None, False, 'Time limit in seconds of one remote_rm try, connection included (default 120).'),
 )
 # fmt: on
 

@@ -3,7 +3,9 @@
 Synchronous (`train.py`): rollout -> train -> save -> sync weights -> eval, with offload/onload around
 each phase when colocated. Asynchronous (`train_async.py`): the rollout of step n+1 is started before
 training on step n and its samples may be at most `max_staleness` policy versions old. Both loops only
-sequence calls; the work lives in the hosts.
+sequence calls; the work lives in the hosts. With `--use-fault-tolerance` the engine group is healed before
+every weight push, and a rollout or push that fails on an engine, router or reward server is rerun after
+healing and re-pushing the current weights (`fault_tolerance.rerun_on_failure`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import dataclasses
 import time
 from typing import Any
 
-from slime.train.handles import Group, LocalHandle, RayHandle
+from slime.train.fault_tolerance import rerun_on_failure
+from slime.train.handles import Group, LocalHandle, Pending, RayHandle
 from slime.train.metrics import FanOut
 from slime.train.run_state import save_run_state
 
@@ -28,17 +31,44 @@ class Job:
     metrics: FanOut
     start_rollout_id: int
     num_rollout: int
+    weight_version: int = -1
+    """The weight version the engines hold (set by every push)."""
 
 
 def _call(handle: LocalHandle | RayHandle, method: str, *args: Any) -> Any:
     return handle.submit(method, *args).result()
 
 
-def _sync_weights(job: Job, version: int) -> float:
-    started = time.perf_counter()
+def _push_weights(job: Job, version: int) -> None:
     urls = _call(job.rollout, "engine_urls")
     job.trainer.call("update_weights", urls, version)
+
+
+def _sync_weights(job: Job, version: int) -> float:
+    started = time.perf_counter()
+    if job.args.use_fault_tolerance:
+        heal = lambda: _call(job.rollout, "heal")  # noqa: E731
+        heal()  # slime: dead engines are restarted before the next weight update, which then reaches them
+        push = lambda: _push_weights(job, version)  # noqa: E731
+        rerun_on_failure(push, push, heal, what=f"the weight update to version {version}")
+    else:
+        _push_weights(job, version)
+    job.weight_version = version
     return time.perf_counter() - started
+
+
+def _generate(job: Job, rollout_id: int, pending: Pending | None = None) -> Any:
+    """Wait for (or start) the rollout; with --use-fault-tolerance rerun it after healing and re-pushing weights."""
+    pending = pending or job.rollout.submit("generate", rollout_id)
+    if not job.args.use_fault_tolerance:
+        return pending.result()
+    (batch, metrics), reruns = rerun_on_failure(
+        pending.result,
+        lambda: _call(job.rollout, "generate", rollout_id),
+        lambda: _sync_weights(job, job.weight_version),
+        what=f"rollout {rollout_id}",
+    )
+    return batch, {**metrics, "rollout/fault_reruns": metrics.get("rollout/fault_reruns", 0.0) + reruns}
 
 
 def _should_save(args: argparse.Namespace, rollout_id: int, num_rollout: int) -> bool:
@@ -89,7 +119,7 @@ def run_sync(job: Job) -> FanOut:
     for rollout_id in range(job.start_rollout_id, job.num_rollout):
         step_started = time.perf_counter()
         _maybe_eval(job, rollout_id, before_training=True)
-        batch, rollout_metrics = _call(job.rollout, "generate", rollout_id)
+        batch, rollout_metrics = _generate(job, rollout_id)
         rollout_time = time.perf_counter() - step_started
         train_metrics = _train_one(job, rollout_id, batch)
         if args.offload_rollout:
@@ -119,7 +149,7 @@ def run_async(job: Job) -> FanOut:
     pending = job.rollout.submit("generate", job.start_rollout_id)
     for rollout_id in range(job.start_rollout_id, job.num_rollout):
         step_started = time.perf_counter()
-        batch, rollout_metrics = pending.result()
+        batch, rollout_metrics = _generate(job, rollout_id, pending)
         wait_time = time.perf_counter() - step_started
         if rollout_id + 1 < job.num_rollout:
             pending = job.rollout.submit("generate", rollout_id + 1)
@@ -128,7 +158,7 @@ def run_async(job: Job) -> FanOut:
         if (rollout_id + 1) % interval == 0:
             if rollout_id + 1 < job.num_rollout:
                 # The next batch was generated with the old weights; collect it before swapping them.
-                finished = pending.result()
+                finished = _generate(job, rollout_id + 1, pending)
                 pending = _Done(finished)
             sync_time = _sync_weights(job, rollout_id + 1)
         _maybe_eval(job, rollout_id)

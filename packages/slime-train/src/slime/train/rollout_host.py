@@ -3,7 +3,10 @@
 slime's RolloutManager without Ray: it starts an `EngineGroup` (SGLang servers on GPU, local
 SGLang-protocol servers on CPU) behind the real sglang-router, points `args.sglang_router_ip/port` at it
 (the rollout function reaches engines through the router, as in slime), resolves the rollout / eval
-functions once, and turns each rollout's scored groups into a `RolloutBatch` plus `rollout/*` metrics.
+functions once, and turns each rollout's scored groups into a `RolloutBatch` plus `rollout/*` metrics. The prompt
+data is checked against the model first (`prompt_check`). With `--use-fault-tolerance` it runs the health monitor,
+heals the group on request (`fault_tolerance`), and puts the data source back as it was when a rollout fails, so
+a rerun serves the same samples.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ from urllib.parse import urlparse
 
 from slime.types import ContractError, RolloutBatch, RolloutFn, Sample, resolve
 
+DETERMINISTIC_FLAG = "--sglang-enable-deterministic-inference"
 
-def _engine_group(args: argparse.Namespace) -> Any:
-    from slime.sglang.engine_group import EngineGroup, EngineGroupConfig
+
+def engine_group_config(args: argparse.Namespace) -> Any:
+    """The `EngineGroupConfig` of the run (engines, pass-through flags, router); validates, starts nothing."""
+    from slime.sglang.engine_group import EngineGroupConfig
     from slime.sglang.router import RouterConfig
     from slime.sglang.server_args import EngineConfig, split_sglang_args
 
@@ -54,10 +60,8 @@ def _engine_group(args: argparse.Namespace) -> Any:
         request_timeout_secs=args.sglang_router_request_timeout_secs,
         extra_args=tuple(router_flags),
     )
-    return EngineGroup(
-        EngineGroupConfig(
-            engine=engine, num_engines=num_engines, router=router, server_concurrency=args.sglang_server_concurrency
-        )
+    return EngineGroupConfig(
+        engine=engine, num_engines=num_engines, router=router, server_concurrency=args.sglang_server_concurrency
     )
 
 
@@ -88,16 +92,22 @@ class RolloutHost:
     """Engines, router, data and rollout functions of one run."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from slime.buffer import RolloutDataSource
+        from slime.sglang.engine_group import EngineGroup
+        from slime.train.fault_tolerance import GroupHealer, HealthMonitor
+        from slime.train.prompt_check import checked_data_source
 
         self.args = argparse.Namespace(**vars(args))
+        # slime's rollout reads this SGLang flag to send per-sample seeds (`sampling_seed`).
+        self.args.sglang_enable_deterministic_inference = DETERMINISTIC_FLAG in getattr(args, "sglang_passthrough", ())
         self.rollout_fn: Any = resolve(_alias(args.rollout_function_path), RolloutFn, flag="--rollout-function-path")
         self.eval_fn: Any = resolve(_alias(args.eval_function_path), RolloutFn, flag="--eval-function-path")
-        self.data_source = RolloutDataSource.from_args(self.args)
-        self.group = _engine_group(self.args)
+        self.data_source = checked_data_source(self.args)
+        self.group = EngineGroup(engine_group_config(self.args))
         self.group.start()
         router = urlparse(self.group.router_url)
         self.args.sglang_router_ip, self.args.sglang_router_port = router.hostname, router.port
+        self.healer = GroupHealer(self.group)
+        self.monitor = HealthMonitor.from_args(self.healer, self.args).start() if args.use_fault_tolerance else None
 
     def engine_urls(self) -> list[str]:
         """URLs of the live engines (weight updates go to each directly)."""
@@ -107,13 +117,43 @@ class RolloutHost:
         """Rollouts in one pass over the prompt data (slime: len(dataset) // rollout_batch_size)."""
         return max(1, len(self.data_source) // self.args.rollout_batch_size)
 
+    def heal(self) -> dict[str, Any]:
+        """Restart a dead router and replace dead engines (`--use-fault-tolerance`); returns what changed.
+
+        Replacements hold the checkpoint's weights until the trainer's next push, which the loop makes at once.
+        """
+        from slime.sglang.rollout import shutdown_rollout_runtimes
+
+        done = self.healer.heal()
+        if done.get("router_restarted"):
+            shutdown_rollout_runtimes()  # pooled connections to the old router are dead; the next rollout reconnects
+        return done
+
     def generate(self, rollout_id: int) -> tuple[RolloutBatch, dict[str, float]]:
-        """Run the rollout function; return the training batch and `rollout/*` metrics."""
+        """Run the rollout function; return the training batch and `rollout/*` metrics.
+
+        With `--use-fault-tolerance`, a failing rollout first puts the data source back as it was (the samples it
+        had taken, the partial-rollout buffer), so a rerun serves exactly the same samples.
+        """
+        if not self.args.use_fault_tolerance:
+            return self._generate(rollout_id)
+        before = self.data_source.state_dict()
+        try:
+            return self._generate(rollout_id)
+        except BaseException:
+            self.data_source.load_state_dict(before)
+            raise
+
+    def _generate(self, rollout_id: int) -> tuple[RolloutBatch, dict[str, float]]:
+        from slime.train.prompt_check import skipped_rows
+
         groups = self.rollout_fn(self.args, rollout_id, self.data_source)
         if not isinstance(groups, list) or not groups:
             raise ContractError(f"--rollout-function-path returned {type(groups).__name__}, not list[list[Sample]].")
         metrics = rollout_metrics(groups, self.args.reward_key)
         metrics.update(getattr(groups, "metrics", {}))
+        if skipped_rows(self.data_source):
+            metrics["rollout/skipped_prompt_rows"] = float(skipped_rows(self.data_source))
         return RolloutBatch.from_groups(rollout_id, groups, self.args.reward_key), metrics
 
     def evaluate(self, rollout_id: int) -> dict[str, float]:
@@ -133,11 +173,15 @@ class RolloutHost:
 
     def release_memory(self) -> None:
         """Engines drop weights / KV cache memory while the trainer runs (colocate)."""
+        if self.monitor is not None:
+            self.monitor.pause()  # a released engine cannot answer /health_generate
         self._control("release_memory_occupation")
 
     def resume_memory(self) -> None:
         """Engines take their memory back before the weight sync."""
         self._control("resume_memory_occupation")
+        if self.monitor is not None:
+            self.monitor.resume()
 
     def state_dict(self) -> dict[str, Any]:
         """The data source's state, the partial-rollout buffer included."""
@@ -151,5 +195,7 @@ class RolloutHost:
         """Stop engines and router; close the rollout event loop."""
         from slime.sglang.rollout import shutdown_rollout_runtimes
 
+        if self.monitor is not None:
+            self.monitor.stop()
         shutdown_rollout_runtimes()
         self.group.shutdown()

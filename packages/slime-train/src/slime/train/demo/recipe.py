@@ -21,10 +21,10 @@ def demo_flags(out: Path) -> list[str]:
     return [
         "--hf-checkpoint", str(out / "model"), "--prompt-data", str(out / "prompts.jsonl"),
         "--input-key", "input", "--label-key", "label", "--apply-chat-template", "--rollout-shuffle",
-        "--rollout-batch-size", "8", "--n-samples-per-prompt", "8", "--num-rollout", "30",
+        "--rollout-batch-size", "8", "--n-samples-per-prompt", "8", "--num-rollout", "40",
         "--rollout-max-response-len", "8", "--rollout-temperature", "1.0",
         "--custom-rm-path", "slime.train.demo.task:reward_func",
-        "--advantage-estimator", "grpo", "--lr", "3e-3", "--clip-grad", "1.0",
+        "--advantage-estimator", "grpo", "--lr", "5e-3", "--clip-grad", "1.0",
         "--use-dynamic-batch-size", "--max-tokens-per-gpu", "4096",
         "--train-backend", "fsdp", "--rollout-engine", "local", "--rollout-num-engines", "2",
         "--actor-num-nodes", "1", "--actor-num-gpus-per-node", "1", "--colocate",

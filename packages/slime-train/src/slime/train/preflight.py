@@ -1,0 +1,79 @@
+"""The checks a job runs before it starts Ray, an engine, the router or a trainer: every input mistake stops here.
+
+`preflight(args)` runs after the flags parsed and validated, in this order: plugin paths (rollout side and loss
+side) import and have the right signature; the engine pass-through flags are known to the engine and the launch
+settings are consistent; `--hf-checkpoint`'s weights agree with its config; the prompt data decodes, renders and
+fits the context (`prompt_check`; with `--skip-bad-rows` bad rows are counted instead); and a `--load` folder's run
+state matches the data and points at a trainer checkpoint that exists. Each failure is the layer's `SlimeError`
+naming the flag and the fix, which the CLI prints once and exits with code 2. It starts and writes nothing; the
+hosts repeat their own loading afterwards (the data is read twice, which keeps the hosts self-contained).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from slime.types import ConfigError, RolloutFn, resolve
+
+
+def check_plugins(args: argparse.Namespace) -> None:
+    """Every plugin path of the rollout and of the loss resolves to a function of the right shape."""
+    from slime.loss.plugins import resolve_loss_plugins
+    from slime.sglang.rollout import SLIME_PATH_ALIASES, RolloutFunctions
+    from slime.sglang.rollout.functions import DEFAULT_ROLLOUT_PATH
+    from slime.train.compose import loss_config
+
+    rollout_path = SLIME_PATH_ALIASES.get(args.rollout_function_path, args.rollout_function_path)
+    if rollout_path == DEFAULT_ROLLOUT_PATH:
+        RolloutFunctions.from_args(args)  # the default rollout's generate / reward / filter / hook plugins too
+    else:
+        resolve(rollout_path, RolloutFn, flag="--rollout-function-path")
+    eval_path = SLIME_PATH_ALIASES.get(args.eval_function_path, args.eval_function_path)
+    resolve(eval_path, RolloutFn, flag="--eval-function-path")
+    resolve_loss_plugins(loss_config(args))
+
+
+def check_engine_flags(args: argparse.Namespace) -> None:
+    """The `--sglang-*` pass-through flags are known to the engine, and the group's settings are consistent."""
+    from slime.sglang.server_args import known_server_flags, validate_server_args
+    from slime.train.rollout_host import engine_group_config
+
+    config = engine_group_config(args)
+    validate_server_args(config.engine.server_args, known_server_flags(config.engine.backend),
+                         backend=config.engine.backend)  # fmt: skip
+
+
+def check_resume(args: argparse.Namespace, data_source: object | None) -> None:
+    """`--load`: the saved run state loads, fits the data, and its trainer checkpoint folder exists."""
+    from slime.train.run_state import load_run_state
+
+    state = load_run_state(args.load)
+    if state is None:
+        return
+    rollout_id = int(state["rollout_id"])
+    folder = Path(args.load) / f"iter_{rollout_id:07d}"
+    if not (folder.is_dir() or folder.with_name(folder.name + ".old").is_dir()):
+        raise ConfigError(
+            f"--load {args.load}: the run state is at rollout {rollout_id} but the trainer checkpoint {folder} is "
+            "missing. Fix: restore that folder, or resume from another --load folder (or start fresh without --load)."
+        )
+    if data_source is not None:
+        data_source.load_state_dict(state["data_source"])  # type: ignore[attr-defined]  # raises DataError
+
+
+def preflight(args: argparse.Namespace) -> None:
+    """Run every check (see the module docstring); raises the first problem found."""
+    from slime.train.hf_checkpoint_check import check_hf_checkpoint
+    from slime.train.prompt_check import checked_data_source
+
+    needs_rollout = not args.debug_train_only
+    if needs_rollout:
+        check_plugins(args)
+    if needs_rollout and not args.rollout_external:
+        check_engine_flags(args)
+    if args.hf_checkpoint:
+        check_hf_checkpoint(args.hf_checkpoint)
+    data_source = checked_data_source(args) if needs_rollout else None
+    if args.load and args.start_rollout_id is None:
+        check_resume(args, data_source)
