@@ -116,3 +116,11 @@ def test_full_recompute_flags_reach_megatron_and_keep_the_step(tp1_suite: dict) 
     recompute, plain = ok(tp1_suite, "recompute"), ok(tp1_suite, "first_step")
     for key in ("train/loss", "train/kl_loss", "train/grad_norm", "train/entropy_loss"):
         assert recompute[key] == pytest.approx(plain[key], rel=1e-6, abs=1e-9), key
+
+
+def test_checkpoint_of_a_never_stepped_optimizer(tp1_suite: dict, tiny_qwen3_dir: Path) -> None:
+    from safetensors.torch import load_file
+
+    result = ok(tp1_suite, "fresh_save")
+    assert Path(result["path"]).name == "iter_0000000" and result["iteration"] == 0
+    assert max_abs_diff(result["weights"], load_file(tiny_qwen3_dir / "model.safetensors")) == 0.0

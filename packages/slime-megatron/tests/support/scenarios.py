@@ -252,6 +252,13 @@ def fallback_and_critic(*, out_dir: Path, model_dir: str, ckpt_root: str) -> dic
         policy = _policy(model_dir, ["--load", ckpt_root, "--micro-batch-size", "4"])
         return {"weights": _export(policy), "start": policy.start_rollout_id}
 
+    def fresh_save():
+        # A never-stepped optimizer (what an HF -> torch_dist conversion saves) must save and load.
+        policy = _policy(model_dir, ["--save", str(out_dir / "fresh"), "--micro-batch-size", "4"])
+        path = policy.save_checkpoint(0)
+        iteration = policy.load(str(out_dir / "fresh"))
+        return {"path": path, "iteration": iteration, "weights": _export(policy)}
+
     def recompute():
         # Full activation recomputation must not change the step: same metrics as `suite`'s first step.
         argv = "--lr 1e-3 --adam-eps 1e-4 --micro-batch-size 3 --recompute-granularity full "
@@ -262,6 +269,7 @@ def fallback_and_critic(*, out_dir: Path, model_dir: str, ckpt_root: str) -> dic
 
     _check(result, "fallback", fallback)
     _check(result, "resume", resume)
+    _check(result, "fresh_save", fresh_save)
     _check(result, "recompute", recompute)
     _check(result, "critic", critic)
     return result

@@ -76,6 +76,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def _state_to_save(stack, iteration: int, *, save_optim: bool, save_rng: bool) -> dict[str, Any]:
     state: dict[str, Any] = {"iteration": iteration, "checkpoint_version": 3.0, **_model_sharded(stack)}
     if save_optim and stack.optimizer is not None:
+        _prime_adam_states(stack.optimizer)
         state["optimizer"] = stack.optimizer.sharded_state_dict(state, metadata=_OPTIM_METADATA)
         state["opt_param_scheduler"] = stack.scheduler.state_dict()
     if save_rng:
@@ -104,6 +105,23 @@ def save_torch_dist(
         os.replace(tracker_tmp, Path(root) / TRACKER)
     dist.barrier()
     return final
+
+
+def _prime_adam_states(optimizer) -> None:
+    """Give a never-stepped optimizer the state a first step would create (zero moments, `step` 0).
+
+    megatron-core 0.16.1 without Apex/TE reads `step` from every parameter's torch-Adam state when it builds the
+    optimizer's (sharded) state dict, and asserts there is exactly one value: before the first step there is none,
+    so saving right after start-up, or resuming into a fresh optimizer, fails. Equivalent to torch's lazy init.
+    """
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        inner, init = getattr(opt, "optimizer", None), getattr(opt, "init_state_fn", None)
+        if inner is None or init is None:
+            continue
+        init(inner, getattr(opt, "config", None))
+        for state in inner.state.values():
+            if "exp_avg" in state and "step" not in state:
+                state["step"] = torch.tensor(0.0, dtype=torch.float32)
 
 
 def _untie_adam_steps(optimizer) -> None:
@@ -138,6 +156,7 @@ def load_torch_dist(
     directory = str(iteration_dir(root, iteration))
     state: dict[str, Any] = dict(_model_sharded(stack))
     if load_optim and stack.optimizer is not None:
+        _prime_adam_states(stack.optimizer)
         state["optimizer"] = stack.optimizer.sharded_state_dict(state, is_loading=True, metadata=_OPTIM_METADATA)
     if load_rng:
         state["rng_state"] = _rng_state()
