@@ -52,6 +52,8 @@ class MegatronPolicy:
 
         self.loss = loss if loss is not None else LossConfig()
         self.actor_config = actor
+        if megatron_args.async_save:
+            raise ConfigError("--async-save is not supported yet (saves are synchronous and atomic); drop the flag.")
         backend = megatron_args.distributed_backend if torch.cuda.is_available() else "gloo"
         mg.init_distributed(backend=backend, timeout_minutes=megatron_args.distributed_timeout_minutes)
         mg.initialize_model_parallel(training_configs.parallel_sizes(megatron_args))
