@@ -92,6 +92,7 @@ FLAG_CASES = {
 }  # fmt: skip
 
 
+@pytest.mark.filterwarnings("ignore:--sglang-.* has no effect here")  # effects.py's note on the local engine
 @pytest.mark.parametrize("case", sorted(FLAG_CASES))
 def test_bad_flags(case, base, capsys):
     extra, needles = FLAG_CASES[case]
@@ -102,7 +103,7 @@ PLUGIN_CASES = {
     "rm_module_missing": (["--custom-rm-path", "no_such_module_xyz:rm"], ["--custom-rm-path", "does not import"]),
     "rm_attr_missing": (["--custom-rm-path", "slime.train.demo.task:nope"], ["has no attribute 'nope'"]),
     "rm_wrong_signature": (["--custom-rm-path", "slime.train.demo.task:score"], ["--custom-rm-path", "async def"]),
-    "rollout_wrong_signature": (["--rollout-function-path", "os.path:join"], ["--rollout-function-path"]),
+    "rollout_wrong_signature": (["--rollout-function-path", "json:dumps"], ["--rollout-function-path"]),
     "generate_missing": (["--custom-generate-function-path", "slime.train.demo.task:gen"],
                          ["--custom-generate-function-path", "has no attribute 'gen'"]),
     "filter_missing": (["--dynamic-sampling-filter-path", "nope_mod:f"], ["--dynamic-sampling-filter-path"]),
@@ -234,15 +235,11 @@ def _console_script() -> list[str]:
                                                   "raise SystemExit(main())"]  # fmt: skip
 
 
-@pytest.mark.parametrize("case", ["misspelled_flag", "bad_row"])
-def test_console_script_exits_2_before_starting_anything(case, base, tmp_path):
-    argv = base("--rollout-batch-szie", "2")
-    if case == "bad_row":
-        argv = base(prompts=write_rows(tmp_path / "p.jsonl", [GOOD, b"{oops\n"]))
+def test_console_script_exits_2_before_starting_anything(base, tmp_path):
+    argv = base(prompts=write_rows(tmp_path / "p.jsonl", [GOOD, b"{oops\n"]))
     env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:1"}  # a Ray start would fail loudly rather than hang
     done = subprocess.run([*_console_script(), *argv], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("slime-train: error:") == 1 and "Traceback" not in done.stderr, done.stderr
-    needle = "unknown flag '--rollout-batch-szie'" if case == "misspelled_flag" else "line 2, key 'input'"
-    assert needle in done.stderr
+    assert "p.jsonl line 2, key 'input': malformed JSON" in done.stderr
     assert not (tmp_path / "out" / "metrics.jsonl").exists()  # nothing started, nothing written

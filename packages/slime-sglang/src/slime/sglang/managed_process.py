@@ -2,7 +2,8 @@
 
 The command runs under `slime.sglang.supervisor` in a new process group, so `stop` / `kill` reach everything
 the server spawned, and the group dies with this process even when it is SIGKILLed. Output goes to a log file
-(never a pipe, which a chatty server could fill and block on); `log_tail` feeds error messages. Processes still
+(never a pipe, which a chatty server could fill and block on); `log_tail` feeds error messages. The echoed command
+and log tails have secret flag values (`--api-key ...`) redacted (`slime.sglang.redaction`). Processes still
 running at interpreter exit are stopped. This module knows nothing about SGLang.
 """
 
@@ -21,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from slime.sglang.blocking_http import is_ok
+from slime.sglang.redaction import redact_argv, redact_text, secret_values
 from slime.types import EngineError
 
 _live: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
@@ -40,6 +42,7 @@ class ManagedProcess:
         grace_s: float = 10.0,
     ) -> None:
         self.command = list(command)
+        self._secrets = secret_values(self.command)
         self.name = name
         self.grace_s = grace_s
         if log_path is None:
@@ -57,7 +60,7 @@ class ManagedProcess:
                       "--grace-s", str(self.grace_s), "--", *self.command]  # fmt: skip
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            log.write(f"$ {' '.join(self.command)}\n".encode())
+            log.write(f"$ {self.shown_command}\n".encode())
             log.flush()
             self._popen = subprocess.Popen(
                 supervised,
@@ -69,6 +72,11 @@ class ManagedProcess:
             )
         with _live_lock:
             _live.add(self)
+
+    @property
+    def shown_command(self) -> str:
+        """The command line as logged and quoted in errors: secret flag values replaced by `***`."""
+        return " ".join(redact_argv(self.command))
 
     @property
     def pid(self) -> int | None:
@@ -116,7 +124,7 @@ class ManagedProcess:
             text = self.log_path.read_bytes()[-64_000:].decode(errors="replace")
         except OSError:
             return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return redact_text("\n".join(text.splitlines()[-lines:]), self._secrets)
 
     def wait_http_ok(self, url: str, paths: Sequence[str], *, timeout_s: float, poll_s: float = 0.25) -> None:
         """Wait until GET `url+path` answers 200 for every path in turn.
@@ -131,12 +139,12 @@ class ManagedProcess:
                 if code is not None:
                     raise EngineError(
                         f"{self.name} exited with code {code} before {url}{path} answered 200.\n"
-                        f"command: {' '.join(self.command)}\nlog {self.log_path} (last lines):\n{self.log_tail()}"
+                        f"command: {self.shown_command}\nlog {self.log_path} (last lines):\n{self.log_tail()}"
                     )
                 if time.monotonic() > deadline:
                     raise EngineError(
                         f"{self.name} did not answer {url}{path} with 200 within {timeout_s:.0f} s.\n"
-                        f"command: {' '.join(self.command)}\nlog {self.log_path} (last lines):\n{self.log_tail()}"
+                        f"command: {self.shown_command}\nlog {self.log_path} (last lines):\n{self.log_tail()}"
                     )
                 time.sleep(poll_s)
 

@@ -29,6 +29,8 @@ NO_EFFECT: dict[str, str] = {
 
 FSDP_ONLY = ("lora_rank", "lora_alpha", "target_modules")
 LOCAL_ENGINE_IGNORES = ("offload_rollout",)
+ROLLOUT_READS = frozenset({"--sglang-enable-deterministic-inference"})
+"""SGLang flags slime's rollout reads itself (per-sample `sampling_seed`s), so they act on the local engine too."""
 
 _warned: set[str] = set()
 
@@ -50,6 +52,6 @@ def warn_ineffective(args: argparse.Namespace, explicit: Iterable[str], sglang_a
         for attr in sorted(explicit & set(FSDP_ONLY)):
             _warn(attr, f"LoRA is implemented by the fsdp backend, not by --train-backend {args.train_backend}")
     if args.rollout_engine == "local":
-        engine_flags = sorted({t.split("=", 1)[0] for t in sglang_argv if t.startswith("--sglang-")})
+        engine_flags = sorted({t.split("=", 1)[0] for t in sglang_argv if t.startswith("--sglang-")} - ROLLOUT_READS)
         for flag in engine_flags:
             _warn(flag[2:].replace("-", "_"), "the local CPU engine is not SGLang; SGLang server flags are ignored")

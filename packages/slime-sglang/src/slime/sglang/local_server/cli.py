@@ -38,13 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="hosts besides loopback that may send disk/delta/broadcast weight payloads")  # fmt: skip
     add("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     add("--skip-server-warmup", action="store_true", help="accepted for SGLang parity; there is no warm-up")
+    add("--enable-deterministic-inference", action="store_true",
+        help="accepted for SGLang parity: requests with a sampling_seed are already reproducible here")  # fmt: skip
     return parser
 
 
 def parse_config(argv: Sequence[str] | None = None) -> tuple[LocalServerConfig, str]:
     """The config and log level from a command line; a bad value exits with the ConfigError's message."""
     ns = build_parser().parse_args(argv)
-    fields = {k: v for k, v in vars(ns).items() if k not in ("log_level", "skip_server_warmup")}
+    parity_only = ("log_level", "skip_server_warmup", "enable_deterministic_inference")
+    fields = {k: v for k, v in vars(ns).items() if k not in parity_only}
     fields["trusted_peers"] = tuple(fields["trusted_peers"])
     return LocalServerConfig(**fields), ns.log_level
 

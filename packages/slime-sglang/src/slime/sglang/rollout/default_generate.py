@@ -4,7 +4,9 @@ It fits `slime.types.GenerateFn`, so custom generate functions can wrap it (the 
 `call_router` for each model turn). A fresh sample is tokenized (chat template first when its prompt is a
 message list); a partial sample (status ABORTED with response tokens, from the partial-rollout buffer)
 continues from `sample.tokens` and gets `max_new_tokens` minus the tokens it already has, in its own copy
-of the parameters; with nothing left it becomes TRUNCATED without a call. The answer's tokens and log-probs
+of the parameters; with nothing left it becomes TRUNCATED without a call. Under
+`--sglang-enable-deterministic-inference` the request carries the sample's own `sampling_seed` (unless the
+caller set one). The answer's tokens and log-probs
 are appended with `Sample.append_response` and the finish reason sets the status (abort -> ABORTED).
 It does not score, retry or decide about aborts.
 """
@@ -16,6 +18,7 @@ from typing import Any
 
 from slime.sglang.rollout.prompt import prompt_token_ids
 from slime.sglang.rollout.runtime import RolloutRuntime
+from slime.sglang.rollout.sampling import sample_sampling_seed
 from slime.types import ContractError, GenerateOutput, Sample, Status
 
 _CONTINUABLE = (Status.PENDING, Status.ABORTED)
@@ -53,6 +56,9 @@ async def generate(args: Any, sample: Sample, sampling_params: Mapping[str, Any]
         sample.tokens = prompt_token_ids(args, runtime.tokenizer, sample)
     params = dict(sampling_params)
     params["max_new_tokens"] = int(params["max_new_tokens"]) - sample.response_length
+    seed = sample_sampling_seed(args, sample.index)
+    if seed is not None:
+        params.setdefault("sampling_seed", seed)
     if params["max_new_tokens"] <= 0:
         sample.status = Status.TRUNCATED
         return sample

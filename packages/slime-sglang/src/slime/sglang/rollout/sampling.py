@@ -3,11 +3,15 @@
 Training uses `--rollout-temperature/-top-p/-top-k/-max-response-len/-stop/-stop-token-ids/
 -skip-special-tokens`; evaluation uses `--eval-temperature/-top-p/-top-k/-max-response-len` where set and
 falls back to the rollout values. `no_stop_trim` is always on so the returned tokens and text keep the stop
-string and stay aligned. Pure functions over `args`; nothing is sent anywhere.
+string and stay aligned. With `--sglang-enable-deterministic-inference` every sample also gets its own
+`sampling_seed`, derived from `--rollout-seed` and the sample's index (slime seeds by position in the group, so a
+prompt served again in a later epoch would get the very same answers; mixing in the index avoids that), so a
+retried or resumed sample is generated exactly as before. Pure functions over `args`; nothing is sent anywhere.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from slime.types import ConfigError, SamplingParams
@@ -56,3 +60,15 @@ def sampling_params_from_args(args: Any, *, evaluation: bool = False) -> Samplin
         skip_special_tokens=bool(getattr(args, "rollout_skip_special_tokens", False)),
         no_stop_trim=True,
     )
+
+
+def sample_sampling_seed(args: Any, index: int | None) -> int | None:
+    """The `sampling_seed` of sample `index` under `--sglang-enable-deterministic-inference`, else None.
+
+    A stable hash of (`--rollout-seed`, index) in [0, 2**31 - 1): the same on every run and machine, and small
+    enough for any engine's integer seed.
+    """
+    if not getattr(args, "sglang_enable_deterministic_inference", False) or index is None:
+        return None
+    digest = hashlib.blake2b(f"{getattr(args, 'rollout_seed', 42)}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % (2**31 - 1)
