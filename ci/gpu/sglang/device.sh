@@ -26,17 +26,17 @@ stage1)
 stage2)
   [ -d /tmp/site/transformers ] || { echo "NO /tmp/site from stage1: the machine was not kept warm"; exit 3; }
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .sgl/c02/*.whl || exit 1
-  echo "c02 installed at +$(( $(date +%s)-T0 ))s"
+  echo "c02 installed at +$(( $(date +%s)-T0 ))s (import check after stage3: xgrammar travels in c03)" ;;
+stage3)
+  [ -d /tmp/site/sglang ] || { echo "NO /tmp/site from stage2: the machine was not kept warm"; exit 3; }
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .sgl/c03/*.whl || exit 1
   python3 -c "
 import sgl_kernel, flashinfer, flashinfer.sampling
 import sglang.srt.entrypoints.http_server, sglang.bench_offline_throughput
 import sglang.srt.model_executor.model_runner, sglang.srt.models.qwen3, sglang.srt.managers.scheduler
 import sglang.srt.layers.attention.triton_backend, sglang.srt.layers.attention.flashattention_backend
 import sglang, transformers; print('PREFLIGHT_OK sglang', sglang.__version__, 'transformers', transformers.__version__, 'sgl_kernel', sgl_kernel.__version__, 'flashinfer', flashinfer.__version__)" 2>&1 | tail -8
-  echo "preflight done at +$(( $(date +%s)-T0 ))s" ;;
-stage3)
-  [ -d /tmp/site/sglang ] || { echo "NO /tmp/site from stage2: the machine was not kept warm"; exit 3; }
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .sgl/c03/*.whl || exit 1
+  echo "preflight done at +$(( $(date +%s)-T0 ))s"
   python3 -c "
 import sglang_router, zstandard, slime.sglang, slime.sync
 from slime.sglang.server_args import known_server_flags
@@ -68,7 +68,7 @@ client)
 tests)
   TO=$2; shift 2
   SLIME_TEST_ENGINE=sglang SLIME_TEST_MODEL=$M SLIME_TEST_LOGPROB_ATOL=${ATOL:-0.1} \
-  SLIME_TEST_SERVER_ARGS="--enable-metrics --mem-fraction-static 0.25 $*" \
+  SLIME_TEST_SERVER_ARGS="--enable-metrics --mem-fraction-static 0.4 $*" \
     timeout $TO python3 -m pytest packages/slime-sglang/tests/test_router_group.py \
       packages/slime-sglang/tests/test_weights.py -v -rs --basetemp=/root/pytest 2>&1 | tee $OUT/tests.log | tail -40
   find /root/pytest -name '*.log' -path '*engine_logs*' | head -4 | while read f; do cp $f $OUT/; done ;;

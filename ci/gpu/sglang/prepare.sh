@@ -12,7 +12,8 @@ mkdir -p $S/dl
 PLAT="--no-deps --only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_39_x86_64
  --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64
  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64"
-C01="xgrammar==0.2.1 transformers==5.12.1 tokenizers==0.22.2 apache-tvm-ffi==0.1.11 pydantic-core==2.50.4"
+# c01 + the repo must stay under the 64 MiB a call carries: xgrammar (45 MB, needed from stage 3 on) travels in c03.
+C01="sglang-router==0.3.2 transformers==5.12.1 tokenizers==0.22.2 apache-tvm-ffi==0.1.11 pydantic-core==2.50.4"
 C02="sglang==0.5.17 sglang-kernel==0.4.5 flashinfer-python==0.6.15.post1 soundfile==0.13.1 openai==2.6.1
  pyzmq==27.3.0 ipython==9.18.1 datasets==5.2.0 pydantic==2.14.3 rpds-py==2026.9.1 compressed-tensors==0.20.0
  msgspec==0.22.0 cffi==2.1.1 fastapi==0.165.0 multiprocess==0.70.19 orjson==3.13.0 dill==0.4.1 gguf==0.19.0
@@ -22,7 +23,7 @@ C02="sglang==0.5.17 sglang-kernel==0.4.5 flashinfer-python==0.6.15.post1 soundfi
  partial-json-parser==0.2.1.1.post7 sniffio==1.3.1"
 # The client tests need the real router (its runtime deps setproctitle, orjson, uvicorn, fastapi are in c02;
 # aiohttp is in the image) and slime.sync's zstandard; pytest, psutil and safetensors are in the image.
-C03="sglang-router==0.3.2 zstandard==0.25.0"
+C03="xgrammar==0.2.1 zstandard==0.25.0"
 python3 -m pip download -q $PLAT -d $S/dl $C01 $C02 $C03
 rm -rf $S/c01 $S/c02 $S/c03 && mkdir -p $S/c01 $S/c02 $S/c03
 for w in $C01; do n=${w%%==*}; v=${w##*==}; cp $S/dl/$(echo $n | tr - _)-$v-*.whl $S/c01/; done

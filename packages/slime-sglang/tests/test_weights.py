@@ -30,7 +30,7 @@ def new_model(reference_model: torch.nn.Module) -> torch.nn.Module:
     g = torch.Generator().manual_seed(7)
     with torch.no_grad():
         for param in model.parameters():
-            param.add_(torch.randn(param.shape, generator=g) * 0.05)
+            param.add_(torch.randn(param.shape, generator=g).to(param.device) * 0.05)
     return model
 
 
