@@ -27,6 +27,8 @@ def _last_unmasked_index(loss_mask: Tensor, cu_seqlens: Tensor) -> Tensor:
 
 def _place(token_rewards: Tensor, index: Tensor, scores: Tensor) -> Tensor:
     """Add `scores[i]` at position `index[i]` (skipping index -1)."""
+    if token_rewards.numel() == 0:  # no response token at all: nothing to place (index would clamp to 0)
+        return token_rewards
     valid = index >= 0
     return token_rewards.index_put((index.clamp_min(0),), torch.where(valid, scores, 0), accumulate=True)
 
