@@ -59,13 +59,19 @@ class GroupHealer:
         self.history.append(done)
         return done
 
-    def drop_engine(self, url: str, why: str) -> None:
-        """Kill the engine at `url` and take it out of the router (the monitor's verdict)."""
+    def check_engines(self, is_healthy: Callable[[Any], bool], keep_going: Callable[[], bool]) -> list[str]:
+        """Kill and deregister every engine `is_healthy` rejects; returns their URLs.
+
+        Holds the lock for the whole round, so an engine that `heal()` is still launching is never probed.
+        """
         with self.lock:
-            for engine in [e for e in self.group.engines if e.url == url]:
-                logger.warning("fault tolerance: engine %s %s; killing it", url, why)
+            failed = [e for e in list(self.group.engines) if keep_going() and not is_healthy(e)]
+            for engine in failed:
+                logger.warning("fault tolerance: engine %s failed its health check; killing it", engine.url)
                 engine.kill()
-            self.group.remove_dead_engines()
+            if failed:
+                self.group.remove_dead_engines()
+        return [e.url for e in failed]
 
 
 class HealthMonitor:
@@ -109,15 +115,10 @@ class HealthMonitor:
         """Probe every engine now; kill and deregister those that fail. Returns their URLs."""
         from slime.sglang.blocking_http import is_ok
 
-        failed = []
-        for engine in list(self.healer.group.engines):
-            if self._paused.is_set() or self._stop.is_set():
-                break
-            if not engine.is_alive() or not is_ok(engine.url + "/health_generate", timeout_s=self.timeout_s):
-                failed.append(engine.url)
-        for url in failed:
-            self.healer.drop_engine(url, "failed its health check")
-        return failed
+        def is_healthy(engine: Any) -> bool:
+            return engine.is_alive() and is_ok(engine.url + "/health_generate", timeout_s=self.timeout_s)
+
+        return self.healer.check_engines(is_healthy, lambda: not (self._paused.is_set() or self._stop.is_set()))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

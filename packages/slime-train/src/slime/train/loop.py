@@ -48,9 +48,10 @@ def _sync_weights(job: Job, version: int) -> float:
     started = time.perf_counter()
     if job.args.use_fault_tolerance:
         heal = lambda: _call(job.rollout, "heal")  # noqa: E731
-        heal()  # slime: dead engines are restarted before the next weight update, which then reaches them
-        push = lambda: _push_weights(job, version)  # noqa: E731
-        rerun_on_failure(push, push, heal, what=f"the weight update to version {version}")
+        healed = heal()  # slime: dead engines are restarted before the next weight update, which then reaches them
+        if healed.get("added") or version != job.weight_version:  # a re-push only matters to replacements
+            push = lambda: _push_weights(job, version)  # noqa: E731
+            rerun_on_failure(push, push, heal, what=f"the weight update to version {version}")
     else:
         _push_weights(job, version)
     job.weight_version = version

@@ -195,7 +195,9 @@ class RolloutHost:
         """Stop engines and router; close the rollout event loop."""
         from slime.sglang.rollout import shutdown_rollout_runtimes
 
-        if self.monitor is not None:
-            self.monitor.stop()
-        shutdown_rollout_runtimes()
-        self.group.shutdown()
+        try:
+            if self.monitor is not None:
+                self.monitor.stop()
+            shutdown_rollout_runtimes()
+        finally:
+            self.group.shutdown()  # whatever failed above, no engine or router outlives the run
