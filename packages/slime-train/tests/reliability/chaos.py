@@ -1,7 +1,7 @@
 """Test support of the whole-system fault tests: the fault-injecting plugin module and a loopback reward server.
 
-`PLUGIN` is written to a temporary folder and imported as `reliability_chaos` by the job (`--no-ray`, so the
-job and the test share that module's state): its generate function wraps the default one and, keyed on sample
+`PLUGIN` is written to a temporary folder and imported by the job under a name the test picks (`--no-ray`, so
+the job and the test share that module's state): its generate function wraps the default one and, keyed on sample
 indices (rollout = index // per-rollout samples), SIGKILLs an engine or the router while requests run on it and
 queues faults for the reward server. `RewardServer` scores like the demo task (`slime.train.demo.task.score`) and
 takes those faults: a request that hangs past the client's timeout, or an answer that is not JSON.
@@ -10,6 +10,7 @@ takes those faults: a request that hangs past the client's timeout, or an answer
 from __future__ import annotations
 
 import asyncio
+import importlib
 import sys
 import threading
 from collections.abc import Iterator
@@ -118,19 +119,21 @@ async def generate(args, sample, sampling_params):
 
 
 @contextmanager
-def chaos_module(folder: Path, schedule: dict[int, str], per_rollout: int) -> Iterator[ModuleType]:
-    """Import the plugin as `reliability_chaos` from `folder` with a fault `schedule`; unload it afterwards."""
-    (folder / "reliability_chaos.py").write_text(PLUGIN)
+def chaos_module(folder: Path, name: str, schedule: dict[int, str], per_rollout: int) -> Iterator[ModuleType]:
+    """Import the plugin as module `name` from `folder` with a fault `schedule`; unload it afterwards.
+
+    Give each job its own `name`: the rollout caches resolved plugin paths for the life of the process.
+    """
+    (folder / f"{name}.py").write_text(PLUGIN)
     sys.path.insert(0, str(folder))
     try:
-        import reliability_chaos  # type: ignore[import-not-found]
-
-        reliability_chaos.SCHEDULE.update(schedule)
-        reliability_chaos.PER_ROLLOUT = per_rollout
-        yield reliability_chaos
+        module = importlib.import_module(name)
+        module.SCHEDULE.update(schedule)
+        module.PER_ROLLOUT = per_rollout
+        yield module
     finally:
         sys.path.remove(str(folder))
-        sys.modules.pop("reliability_chaos", None)
+        sys.modules.pop(name, None)
 
 
 class RewardServer:
