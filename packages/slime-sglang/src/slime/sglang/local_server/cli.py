@@ -18,6 +18,9 @@ from slime.sglang.local_server.config import LocalServerConfig
 
 READY_LINE = "slime local server ready at"
 """Printed to stdout (and so to the engine log) once the port is bound."""
+LISTEN_BACKLOG = 4096
+"""Pending connections the socket queues (aiohttp's default is 128; uvicorn's, which SGLang uses, 2048). A router
+fanning thousands of requests out at once would otherwise overflow it, and the dropped ones fail."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,7 +90,8 @@ def serve(config: LocalServerConfig) -> None:
 
     app.on_startup.append(announce)
     try:
-        web.run_app(app, host=config.host, port=config.port, access_log=None, print=None, shutdown_timeout=5)
+        web.run_app(app, host=config.host, port=config.port, access_log=None, print=None, shutdown_timeout=5,
+                    backlog=LISTEN_BACKLOG)  # fmt: skip
     finally:
         scheduler.stop()
 
