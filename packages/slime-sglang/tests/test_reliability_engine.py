@@ -21,12 +21,25 @@ import pytest
 
 from slime.sglang.blocking_http import request_json
 from slime.sglang.client import EngineClient
-from slime.sglang.engine_group import EngineGroup
+from slime.sglang.engine_group import EngineGroup, EngineGroupConfig
 from slime.sglang.group_healing import heal_group
 from slime.sglang.managed_process import ManagedProcess
 from slime.sglang.redaction import is_secret_flag, redact_argv, redact_text, secret_values
 from slime.sglang.router import Router, RouterConfig
 from slime.types import EngineError
+
+
+@pytest.fixture(scope="module")
+def group(engine_config):
+    """This module SIGKILLs engines and the router: it gets its own group, never the session-wide one that
+    other test files of the same pytest worker share (a router it failed to heal would fail them all)."""
+    config = EngineGroupConfig(
+        engine=engine_config,
+        num_engines=2,
+        router=RouterConfig(policy="round_robin", health_check_interval_secs=1, log_dir=engine_config.log_dir),
+    )
+    with EngineGroup(config) as started:
+        yield started
 
 LONG = {"max_new_tokens": 120, "temperature": 1.0, "ignore_eos": True}
 

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -93,18 +94,13 @@ def test_ray_job_submit_runs_train_py(ray_cluster, demo_files, job_flags, tmp_pa
     env, dashboard = ray_cluster
     model, prompts = demo_files
     flags = job_flags(model, prompts, tmp_path, "--num-rollout", "2")
-    result = _ray(
-        "job",
-        "submit",
-        "--address",
-        dashboard,
-        "--",
-        sys.executable,
-        str(REPO / "train.py"),
-        *flags,
-        env=env,
-        timeout=900,
-    )
+    command = ["job", "submit", "--address", dashboard, "--", sys.executable, str(REPO / "train.py"), *flags]
+    for _ in range(12):
+        result = _ray(*command, env=env, timeout=900)
+        # The head's job agent can come up after `ray start` returns; Ray's own message says to retry.
+        if "No available agent to submit job" not in result.stdout + result.stderr:
+            break
+        time.sleep(10)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     trained = [row for row in rows if "train/loss" in row]

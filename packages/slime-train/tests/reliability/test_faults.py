@@ -73,6 +73,9 @@ def test_job_survives_engine_router_and_reward_server_faults(
     demo_files, job_flags, recorder, tmp_path, monkeypatch, capfd
 ):
     model, _ = demo_files
+    # Other tests of this pytest worker may keep their own servers alive (session fixtures): only processes
+    # that appear during this job must be gone at its end.
+    preexisting = {proc.pid for proc in psutil.Process().children(recursive=True)}
     logs = tmp_path / "tmp"
     logs.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(logs))  # engine and router logs land here, to be searched
@@ -134,7 +137,8 @@ def test_job_survives_engine_router_and_reward_server_faults(
     # And nothing the job started outlives it.
     # (torch_shm_manager is torch's own helper of this test process, for the shared-memory weight sync; it ends
     # with the process that started it, so it is not a server of the job.)
-    assert _survivors({pid for pid, _, _, name in listening if name != "torch_shm_manager"}) == []
+    ours = {pid for pid, _, _, name in listening if name != "torch_shm_manager"} - preexisting
+    assert _survivors(ours) == []
 
 
 def test_async_loop_survives_the_death_of_its_only_engine(demo_files, job_flags, recorder, tmp_path):
