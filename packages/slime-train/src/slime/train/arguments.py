@@ -19,6 +19,8 @@ from slime.train.flag_table import FLAGS, FlagSpec
 from slime.types import ConfigError
 
 PASSTHROUGH_PREFIXES = ("--sglang-", "--router-")
+ALIASES = {"--input-key": ("--prompt-key",)}
+"""Other spellings slime's docs use for the same flag (the seeds' search-r1 example writes --prompt-key)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -62,7 +64,8 @@ def _add_flag(parser: argparse.ArgumentParser, spec: FlagSpec) -> None:
             kwargs["nargs"] = spec.nargs
             if isinstance(spec.default, tuple):
                 kwargs["default"] = list(spec.default)
-    parser.add_argument(spec.name, **kwargs)
+    aliases = ALIASES.get(spec.name, ())
+    parser.add_argument(spec.name, *aliases, **kwargs)
 
 
 class _Parser(argparse.ArgumentParser):

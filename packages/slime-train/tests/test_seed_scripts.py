@@ -1,0 +1,48 @@
+"""The seeds' launch-script flag sets (run-qwen3-4B.sh style, GPU counts kept) parse, validate and resolve."""
+
+from __future__ import annotations
+
+from slime.train.driver import parse_job_args
+from slime.train.resolve import Environment
+
+MODEL_ARGS = ["--swiglu", "--num-layers", "36", "--hidden-size", "2560", "--ffn-hidden-size", "9728",
+              "--num-attention-heads", "32", "--group-query-attention", "--num-query-groups", "8",
+              "--use-rotary-position-embeddings", "--disable-bias-linear", "--normalization", "RMSNorm",
+              "--norm-epsilon", "1e-6", "--rotary-base", "1000000", "--vocab-size", "151936", "--kv-channels", "128",
+              "--qk-layernorm"]  # fmt: skip
+SEED_ARGS = [
+    "--hf-checkpoint", "/root/Qwen3-4B", "--ref-load", "/root/Qwen3-4B_torch_dist", "--load", "/root/Qwen3-4B_slime/",
+    "--save", "/root/Qwen3-4B_slime/", "--save-interval", "20",
+    "--prompt-data", "/root/dapo-math-17k/dapo-math-17k.jsonl", "--input-key", "prompt", "--label-key", "label",
+    "--apply-chat-template", "--rollout-shuffle", "--rm-type", "deepscaler", "--num-rollout", "3000",
+    "--rollout-batch-size", "32", "--n-samples-per-prompt", "8", "--rollout-max-response-len", "8192",
+    "--rollout-temperature", "0.8", "--global-batch-size", "256", "--balance-data",
+    "--eval-interval", "20", "--eval-prompt-data", "aime", "/root/aime-2024/aime-2024.jsonl",
+    "--n-samples-per-eval-prompt", "16", "--eval-max-response-len", "16384", "--eval-top-p", "0.7",
+    "--tensor-model-parallel-size", "2", "--sequence-parallel", "--pipeline-model-parallel-size", "1",
+    "--context-parallel-size", "1", "--expert-model-parallel-size", "1", "--expert-tensor-parallel-size", "1",
+    "--recompute-granularity", "full", "--recompute-method", "uniform", "--recompute-num-layers", "1",
+    "--use-dynamic-batch-size", "--max-tokens-per-gpu", "9216",
+    "--advantage-estimator", "grpo", "--use-kl-loss", "--kl-loss-coef", "0.00", "--kl-loss-type", "low_var_kl",
+    "--entropy-coef", "0.00", "--eps-clip", "0.2", "--eps-clip-high", "0.28",
+    "--optimizer", "adam", "--lr", "1e-6", "--lr-decay-style", "constant", "--weight-decay", "0.1",
+    "--adam-beta1", "0.9", "--adam-beta2", "0.98",
+    "--rollout-num-gpus-per-engine", "2", "--sglang-mem-fraction-static", "0.7",
+    "--actor-num-nodes", "1", "--actor-num-gpus-per-node", "8", "--colocate",
+]  # fmt: skip
+GPU = Environment(num_gpus=8, has_megatron=True, has_sglang=True)
+
+
+def test_run_qwen3_4b_flags_parse_and_resolve():
+    args, parsed = parse_job_args([*MODEL_ARGS, *SEED_ARGS], async_loop=False, env=GPU)
+    assert args.train_backend == "megatron" and args.rollout_engine == "sglang"
+    assert args.global_batch_size == 256 and args.num_steps_per_rollout == 1 and args.eps_clip_high == 0.28
+    assert "--tensor-model-parallel-size" in parsed.megatron_argv and "--num-layers" in parsed.megatron_argv
+    assert parsed.sglang_argv == ("--sglang-mem-fraction-static", "0.7")
+    assert args.offload_train and args.offload_rollout and args.rollout_num_gpus == 8
+
+
+def test_search_r1_spelling_of_the_input_key():
+    args, _ = parse_job_args(["--prompt-key", "question", "--rollout-batch-size", "4", "--num-rollout", "1",
+                              "--hf-checkpoint", "m"], async_loop=False, env=GPU)  # fmt: skip
+    assert args.input_key == "question"
