@@ -89,7 +89,14 @@ def test_killed_sender_mid_broadcast_leaves_old_version(engines) -> None:
         assert {w[1][0] for w in engine.weights("broadcast").values()} == {64}
 
 
-def test_receiver_rules_in_process() -> None:
+def test_receiver_rules_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Other tests of this pytest worker may have initialised the default group (in-process trainers), so "never
+    # touched" is checked by making any attempt to create a group fail loudly.
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the broadcast endpoints must not create process groups before init")
+
+    monkeypatch.setattr(torch.distributed, "init_process_group", refuse)
+    monkeypatch.setattr(torch.distributed, "new_group", refuse)
     receiver = BroadcastReceiver(lambda items: None, rank=1)
     header = {"format": "slime.sync/1", "transport": "broadcast", "version": 1}
     with pytest.raises(WeightSyncError, match="before init"):
@@ -103,4 +110,3 @@ def test_receiver_rules_in_process() -> None:
         BroadcastReceiver(lambda items: None, rank=0)
     with pytest.raises(ValueError, match="world_size"):
         BroadcastSender(lambda p: None, world_size=1)
-    assert torch.distributed.is_initialized() is False  # the default group is never touched

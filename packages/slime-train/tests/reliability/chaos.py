@@ -64,10 +64,12 @@ def _running(url):
 
 
 def _kill_when_busy(watch, target, fault):
-    """SIGKILL the process group serving `target` once `watch` (an engine) has a request running."""
+    """SIGKILL the process group serving `target` once the engines `watch` have a request running between them.
+
+    The router may send every request of a rollout to one engine, so a router kill watches all of them."""
     deadline, running = time.monotonic() + 120, 0
     while time.monotonic() < deadline and not running:
-        running = _running(watch)
+        running = sum(_running(url) for url in watch)
         time.sleep(0.005)
     os.killpg(os.getpgid(_listener_pid(target)), signal.SIGKILL)
     EVENTS.append((fault, {"url": target, "running_at_kill": running}))
@@ -96,9 +98,9 @@ async def _inject(args, rollout):
         REWARD_FAULTS.append(fault.split("_")[0])
         EVENTS.append((fault, {}))
     elif fault in ("kill_engine", "kill_only_engine"):
-        await asyncio.to_thread(_kill_when_busy, workers[-1], workers[-1], fault)
+        await asyncio.to_thread(_kill_when_busy, [workers[-1]], workers[-1], fault)
     elif fault == "kill_router":
-        await asyncio.to_thread(_kill_when_busy, workers[0], _router(args), fault)
+        await asyncio.to_thread(_kill_when_busy, workers, _router(args), fault)
 
 
 async def generate(args, sample, sampling_params):
