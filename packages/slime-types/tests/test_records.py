@@ -57,3 +57,17 @@ def test_sampling_params_to_sglang_and_validation():
         SamplingParams(max_new_tokens=1, top_p=0.0)
     with pytest.raises(ConfigError, match="temperature"):
         SamplingParams(max_new_tokens=1, temperature=-1.0)
+
+
+def test_teacher_log_probs_travel_into_the_train_sample():
+    sample = _scored(0, 0, 0.0)
+    sample.teacher_log_probs = [-1.5, -0.25, -3.0]
+    batch = RolloutBatch.from_groups(0, [[sample]])
+    assert batch.samples[0].teacher_log_probs == (-1.5, -0.25, -3.0)
+    assert TrainSample.from_sample(_scored(1, 0, 0.0)).teacher_log_probs is None
+    sample.teacher_log_probs = [-1.5, -0.25]
+    with pytest.raises(ContractError, match="teacher_log_probs"):
+        TrainSample.from_sample(sample)
+    with pytest.raises(ContractError, match="teacher_log_probs"):
+        TrainSample(tokens=(1, 2, 3), response_length=2, loss_mask=(1, 1), reward=0.0, group_index=0, index=0,
+                    teacher_log_probs=(-1.0,))  # fmt: skip

@@ -29,6 +29,9 @@ class TrainSample:
     index: int
     rollout_log_probs: tuple[float, ...] | None = None
     """Per response token, from the engine; required for TIS and the train/rollout logprob diff."""
+    teacher_log_probs: tuple[float, ...] | None = None
+    """Per response token, from an OPD teacher (`--use-opd --opd-type sglang`: filled during the rollout by the
+    reward post-process); None when no teacher scored the sample."""
     weight_version: str | None = None
     """Policy version that generated the last token (the staleness bound reads it)."""
     is_truncated: bool = False
@@ -43,11 +46,12 @@ class TrainSample:
                 f"TrainSample {self.index}: len(loss_mask)={len(self.loss_mask)} "
                 f"!= response_length={self.response_length}."
             )
-        if self.rollout_log_probs is not None and len(self.rollout_log_probs) != self.response_length:
-            raise ContractError(
-                f"TrainSample {self.index}: len(rollout_log_probs)={len(self.rollout_log_probs)} "
-                f"!= response_length={self.response_length}."
-            )
+        for name in ("rollout_log_probs", "teacher_log_probs"):
+            value = getattr(self, name)
+            if value is not None and len(value) != self.response_length:
+                raise ContractError(
+                    f"TrainSample {self.index}: len({name})={len(value)} != response_length={self.response_length}."
+                )
 
     @property
     def total_length(self) -> int:
@@ -76,9 +80,15 @@ class TrainSample:
             group_index=sample.group_index,
             index=sample.index,
             rollout_log_probs=None if sample.rollout_log_probs is None else tuple(sample.rollout_log_probs),
+            teacher_log_probs=_floats(sample.teacher_log_probs),
             weight_version=sample.weight_versions[-1] if sample.weight_versions else None,
             is_truncated=sample.status == Sample.Status.TRUNCATED,
         )
+
+
+def _floats(values: Sequence[float] | None) -> tuple[float, ...] | None:
+    # float() also takes a 0-d tensor: slime's own post-processes store a torch tensor here.
+    return None if values is None else tuple(float(v) for v in values)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
