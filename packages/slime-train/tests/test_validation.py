@@ -60,13 +60,29 @@ def test_base_is_valid():
             ],
             "no --colocate",
         ),
-        (["--use-opd"], "not implemented in this version: --use-opd"),
+        (["--use-opd"], "--use-opd requires --opd-type: sglang"),
+        (["--use-opd", "--opd-type", "megatron"], "--opd-type megatron requires --opd-teacher-load DIR"),
+        (
+            ["--use-opd", "--opd-type", "megatron", "--opd-teacher-load", "/no/such/teacher"],
+            "--opd-teacher-load '/no/such/teacher' does not exist",
+        ),
+        (
+            ["--use-opd", "--opd-type", "sglang", "--opd-teacher-load", "t"],
+            "--opd-teacher-load 't' is set with --opd-type sglang",
+        ),
+        (["--opd-teacher-load", "t"], "--opd-teacher-load 't' is set but --use-opd is not"),
     ],
 )
 def test_rule_fires_with_its_message(extra, needle):
     with pytest.raises(ConfigError, match=None) as info:
         _check(extra)
     assert needle in str(info.value)
+
+
+def test_on_policy_distillation_settings_that_pass(tmp_path):
+    _check(["--use-opd", "--opd-type", "sglang", "--opd-kl-coef", "0.5"])
+    _check(["--use-opd", "--opd-type", "megatron", "--opd-teacher-load", str(tmp_path)])
+    _check(["--opd-type", "sglang"])  # slime too: a type without --use-opd changes nothing
 
 
 def test_all_problems_reported_together():

@@ -9,6 +9,7 @@ say so instead of silently ignoring the flag.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 
 from slime.types import ConfigError
@@ -16,7 +17,6 @@ from slime.types import ConfigError
 Rule = Callable[[argparse.Namespace], str | None]
 
 NOT_IMPLEMENTED: dict[str, str] = {
-    "use_opd": "--use-opd (on-policy distillation)",
     "enable_mtp_training": "--enable-mtp-training",
     "use_routing_replay": "--use-routing-replay",
     "use_rollout_routing_replay": "--use-rollout-routing-replay",
@@ -69,6 +69,37 @@ def _r1_temperature(args: argparse.Namespace) -> str | None:
 def _r2_reference(args: argparse.Namespace) -> str | None:
     if (args.kl_coef != 0 or args.use_kl_loss) and not (args.ref_load or args.hf_checkpoint):
         return "--kl-coef / --use-kl-loss need a reference model: pass --ref-load (or --hf-checkpoint for fsdp)."
+    return None
+
+
+def _r3_opd_switch(args: argparse.Namespace) -> str | None:
+    teacher = args.opd_teacher_load
+    if not args.use_opd and teacher is not None:
+        return (
+            f"--opd-teacher-load {teacher!r} is set but --use-opd is not: the teacher would be ignored. "
+            "Add --use-opd --opd-type megatron, or drop --opd-teacher-load."
+        )
+    if args.use_opd and args.opd_type is None:
+        return (
+            "--use-opd requires --opd-type: sglang (teacher log-probs from a teacher server during the rollout, "
+            "with --rm-url) or megatron (teacher checkpoint --opd-teacher-load held by the trainer)."
+        )
+    return None
+
+
+def _r3_opd_teacher(args: argparse.Namespace) -> str | None:
+    opd_type, teacher = args.opd_type, args.opd_teacher_load
+    if not args.use_opd:
+        return None
+    if opd_type == "megatron" and teacher is None:
+        return "--opd-type megatron requires --opd-teacher-load DIR (the teacher's checkpoint); pass it."
+    if opd_type == "megatron" and not os.path.exists(teacher):
+        return f"--opd-teacher-load {teacher!r} does not exist; pass the teacher checkpoint's directory."
+    if opd_type == "sglang" and teacher is not None:
+        return (
+            f"--opd-teacher-load {teacher!r} is set with --opd-type sglang, which takes teacher log-probs from a "
+            "teacher server during the rollout (--rm-url). Drop --opd-teacher-load, or use --opd-type megatron."
+        )
     return None
 
 
@@ -193,6 +224,8 @@ RULES: tuple[Rule, ...] = (
     _r0_required,
     _r1_temperature,
     _r2_reference,
+    _r3_opd_switch,
+    _r3_opd_teacher,
     _r5_intervals,
     _r6_two_kls,
     _r7_rpp_needs_whitening,
