@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
+from slime.train.compose import compose_run
 from slime.train.driver import parse_job_args
 from slime.train.resolve import Environment
+from slime.train.run_config import LoopConfig, MegatronTrainerConfig, WeightSyncConfig
+from slime.types import ConfigError
 
 MODEL_ARGS = ["--swiglu", "--num-layers", "36", "--hidden-size", "2560", "--ffn-hidden-size", "9728",
               "--num-attention-heads", "32", "--group-query-attention", "--num-query-groups", "8",
@@ -46,3 +51,34 @@ def test_search_r1_spelling_of_the_input_key():
     args, _ = parse_job_args(["--prompt-key", "question", "--rollout-batch-size", "4", "--num-rollout", "1",
                               "--hf-checkpoint", "m"], async_loop=False, env=GPU)  # fmt: skip
     assert args.input_key == "question"
+
+
+def test_run_qwen3_4b_composes_one_run_config():
+    """The seed script's flags become each layer's typed config; Megatron gets slime's shared flags' values."""
+    args, _ = parse_job_args([*MODEL_ARGS, *SEED_ARGS], async_loop=False, env=GPU)
+    config = compose_run(args)
+    assert isinstance(config.trainer, MegatronTrainerConfig) and config.train_backend == "megatron"
+    megatron = config.trainer.megatron_args
+    assert megatron.tensor_model_parallel_size == 2 and megatron.num_layers == 36
+    assert megatron.lr == 1e-6 and megatron.weight_decay == 0.1 and megatron.adam_beta2 == 0.98
+    assert megatron.global_batch_size == 256 and megatron.seed == args.seed
+    assert {"lr", "weight_decay", "tensor_model_parallel_size"} <= megatron.explicit
+    actor = config.trainer.actor
+    assert actor.use_dynamic_batch_size and actor.max_tokens_per_gpu == 9216 and actor.offload_train
+    assert config.loss is config.trainer.loss and config.loss.use_kl_loss and config.loss.kl_loss_type == "low_var_kl"
+    assert config.loss.eps_clip_high == 0.28
+    assert config.engines.num_engines == 4 and config.engines.engine.backend == "sglang"
+    assert config.engines.engine.server_args == ("--mem-fraction-static", "0.7")
+    assert config.loop.offload_rollout and config.loop.offload_train and config.loop.num_rollout == 3000
+    assert config.weight_sync.transport == "nccl" and config.cpu_threads == 0
+
+
+def test_run_config_refuses_what_is_not_built():
+    args, _ = parse_job_args([*MODEL_ARGS, *SEED_ARGS, "--save-hf", "/hf/{rollout_id}"], async_loop=False, env=GPU)
+    with pytest.raises(ConfigError, match=r"--save-hf '/hf/\{rollout_id\}' with --train-backend megatron"):
+        compose_run(args)
+    # The typed configs check themselves when built by hand (tests, custom entry scripts), naming the flag.
+    with pytest.raises(ConfigError, match="disk_dir is None with transport disk; set --update-weight-disk-dir"):
+        WeightSyncConfig(transport="disk")
+    with pytest.raises(ConfigError, match="LoopConfig.save_interval is 0; set --save-interval to >= 1"):
+        LoopConfig(save_interval=0)

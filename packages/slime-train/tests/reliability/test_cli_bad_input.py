@@ -21,6 +21,7 @@ import pytest
 
 from slime.train import driver
 from slime.train.cli import main
+from slime.train.compose import compose_run
 from slime.train.preflight import preflight
 from slime.train.prompt_check import checked_data_source, skipped_rows
 from slime.train.resolve import Environment
@@ -219,14 +220,14 @@ def test_skip_bad_rows_counts_every_skipped_row(base, demo_files, tmp_path):
             {"input": "write letters:", "label": "letters"}]  # fmt: skip
     prompts = write_rows(tmp_path / "p.jsonl", rows)
     args, _ = parse_job_args(base("--skip-bad-rows", model=model, prompts=prompts), async_loop=False, env=CPU)
-    preflight(args)  # passes
+    preflight(compose_run(args))  # passes
     source = checked_data_source(args)
     assert len(source) == 2 and skipped_rows(source) == 4
     assert [s.label for s in source.dataset] == ["digits", "letters"]
     only_bad = write_rows(tmp_path / "bad.jsonl", rows[1:5])
     args, _ = parse_job_args(base("--skip-bad-rows", model=model, prompts=only_bad), async_loop=False, env=CPU)
     with pytest.raises(ValueError, match="no usable prompt rows - all 4 rows were bad"):
-        preflight(args)
+        preflight(compose_run(args))
 
 
 def _console_script() -> list[str]:

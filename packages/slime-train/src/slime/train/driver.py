@@ -1,9 +1,10 @@
 """One training job from argv to the last metric: parse, check, resolve, place, run the loop, clean up.
 
-This is the composition root: it turns slime's flags into the hosts (rollout engines + data, trainer
-ranks), in Ray actors or in this process (`--no-ray`), after `preflight` has checked every input (so a
-mistake stops the job before Ray or an engine starts), restores a saved run when `--load` has one, and
-hands everything to `loop.run_sync` / `loop.run_async`. It never implements a step itself.
+This is the composition root: it composes the job's `RunConfig` once (`compose.compose_run`, which runs every
+layer config's own checks), has `preflight` check every input (so a mistake stops the job before Ray or an
+engine starts), builds the hosts (rollout engines + data, trainer ranks) in Ray actors or in this process
+(`--no-ray`), restores a saved run when `--load` has one, and hands everything to `loop.run_sync` /
+`loop.run_async`. It never implements a step itself.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ import warnings
 from collections.abc import Iterator, Sequence
 
 from slime.train.arguments import ParsedArgs, parse_args
+from slime.train.compose import compose_run
 from slime.train.effects import warn_ineffective
 from slime.train.handles import Group, LocalHandle, RayHandle
 from slime.train.loop import Job, run_async, run_sync
 from slime.train.metrics import FanOut, JsonlSink, StdoutSink, TensorBoardSink, WandbSink
 from slime.train.preflight import preflight
+from slime.train.progress import RunProgress
 from slime.train.resolve import Environment, resolve
+from slime.train.run_config import LoopConfig, RunConfig
 from slime.train.run_state import load_run_state
 from slime.train.validation import validate
 from slime.types import MetricsSink
@@ -55,6 +59,7 @@ def parse_job_args(argv: Sequence[str], *, async_loop: bool, env: Environment) -
     warn_ineffective(args, parsed.explicit, parsed.sglang_argv)
     args.sglang_passthrough = list(parsed.sglang_argv)
     args.megatron_passthrough = list(parsed.megatron_argv)
+    args.explicit_flags = frozenset(parsed.explicit)
     return args, parsed
 
 
@@ -80,17 +85,17 @@ def build_sinks(args: argparse.Namespace) -> FanOut:
 
 
 @contextlib.contextmanager
-def _hosts(args: argparse.Namespace) -> Iterator[tuple[LocalHandle | RayHandle, Group]]:
+def _hosts(config: RunConfig) -> Iterator[tuple[LocalHandle | RayHandle, Group]]:
     from slime.train.rollout_host import RolloutHost
     from slime.train.trainer_host import TrainerHost
 
-    if args.no_ray:
-        rollout = LocalHandle(RolloutHost(args))
-        trainer = Group([LocalHandle(TrainerHost(args, rank=0, world_size=1))])
+    if config.loop.no_ray:
+        rollout = LocalHandle(RolloutHost(config))
+        trainer = Group([LocalHandle(TrainerHost(config, rank=0, world_size=1))])
     else:
         from slime.train.actors import start_ray_hosts
 
-        rollout, trainer = start_ray_hosts(args)
+        rollout, trainer = start_ray_hosts(config)
     try:
         yield rollout, trainer
     finally:
@@ -100,12 +105,12 @@ def _hosts(args: argparse.Namespace) -> Iterator[tuple[LocalHandle | RayHandle, 
         rollout.close()
 
 
-def _start(args: argparse.Namespace, rollout: LocalHandle | RayHandle, trainer: Group) -> int:
-    if args.start_rollout_id is not None:
-        return int(args.start_rollout_id)
-    if not args.load:
+def _start(loop: LoopConfig, rollout: LocalHandle | RayHandle, trainer: Group) -> int:
+    if loop.start_rollout_id is not None:
+        return loop.start_rollout_id
+    if not loop.load:
         return 0
-    state = load_run_state(args.load)
+    state = load_run_state(loop.load)
     if state is None:
         return 0
     rollout.submit("load_state_dict", state["data_source"]).result()
@@ -116,23 +121,26 @@ def _start(args: argparse.Namespace, rollout: LocalHandle | RayHandle, trainer: 
 def run_job(argv: Sequence[str], *, async_loop: bool = False) -> FanOut:
     """Run one job; return the metrics history."""
     args, _ = parse_job_args(argv, async_loop=async_loop, env=Environment.detect())
-    preflight(args)
+    config = compose_run(args)
+    preflight(config)
     metrics = build_sinks(args)
     try:
-        with _hosts(args) as (rollout, trainer):
-            start = _start(args, rollout, trainer)
-            num_rollout = args.num_rollout
+        with _hosts(config) as (rollout, trainer):
+            start = _start(config.loop, rollout, trainer)
+            num_rollout = config.loop.num_rollout
             if num_rollout is None:
                 per_epoch = rollout.submit("num_rollout_per_epoch").result()
-                num_rollout = per_epoch * args.num_epoch
-            job = Job(
-                args=args,
-                rollout=rollout,
-                trainer=trainer,
-                metrics=metrics,
-                start_rollout_id=start,
-                num_rollout=num_rollout,
-            )
-            return run_async(job) if async_loop else run_sync(job)
+                num_rollout = per_epoch * config.loop.num_epoch
+            with RunProgress(args.progress, first=start, total=num_rollout) as progress:
+                job = Job(
+                    loop=config.loop,
+                    rollout=rollout,
+                    trainer=trainer,
+                    metrics=metrics,
+                    start_rollout_id=start,
+                    num_rollout=num_rollout,
+                    progress=progress,
+                )
+                return run_async(job) if async_loop else run_sync(job)
     finally:
         metrics.close()

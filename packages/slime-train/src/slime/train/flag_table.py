@@ -282,6 +282,7 @@ _ROWS: tuple[tuple[Any, ...], ...] = (
     ('Optimizer (shared with Megatron)', '--adam-beta2', 'float', 0.999, None, None, None, True, 'Adam beta2.'),
     ('Optimizer (shared with Megatron)', '--adam-eps', 'float', 1e-08, None, None, None, True, 'Adam epsilon.'),
     ('Megatron checkpoint', '--ckpt-step', 'int', None, None, None, None, True, 'Iteration to load from --load.'),
+    ('Metrics', '--progress', 'str', 'auto', ('auto', 'always', 'never'), None, None, False, 'Rich progress bars for the rollout (samples, kept groups) and the run (rollouts trained, current phase): auto = only when stdout is a terminal.'),
     ('Metrics', '--metrics-jsonl', 'str', None, None, None, None, False, 'Also append every metrics dict as one JSON line to this file.'),
     ('Cluster / placement', '--no-ray', 'store_true', False, None, None, None, False, 'Run the rollout host and the trainer in this process instead of Ray actors (debugging; one trainer rank).'),
     ('Cluster / placement', '--ray-num-cpus', 'float', None, None, None, None, False, 'CPUs of the local Ray cluster this job starts when none is running (default: all).'),

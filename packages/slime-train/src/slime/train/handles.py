@@ -19,6 +19,10 @@ class Pending(Protocol):
         """Wait for the call and return its value (re-raising its exception)."""
         ...
 
+    def done(self) -> bool:
+        """Whether the call has finished (without waiting)."""
+        ...
+
 
 class LocalHandle:
     """A host object in this process; calls run on one worker thread so they can overlap the caller."""
@@ -30,6 +34,10 @@ class LocalHandle:
     def submit(self, method: str, *args: Any, **kwargs: Any) -> Future[Any]:
         """Start `host.method(*args, **kwargs)`."""
         return self._pool.submit(getattr(self.host, method), *args, **kwargs)
+
+    def peek(self, method: str) -> Any:
+        """Call a read-only `host.method()` now, beside a running call (progress counters)."""
+        return getattr(self.host, method)()
 
     def close(self) -> None:
         """Stop the worker thread."""
@@ -45,6 +53,12 @@ class _RayPending:
 
         return ray.get(self._ref)
 
+    def done(self) -> bool:
+        import ray
+
+        ready, _ = ray.wait([self._ref], timeout=0)
+        return bool(ready)
+
 
 class RayHandle:
     """A Ray actor handle; `submit` is `actor.method.remote(...)`."""
@@ -55,6 +69,13 @@ class RayHandle:
     def submit(self, method: str, *args: Any, **kwargs: Any) -> _RayPending:
         """Start the remote call."""
         return _RayPending(getattr(self.actor, method).remote(*args, **kwargs))
+
+    def peek(self, method: str) -> Any:
+        """Call a read-only method that the actor serves in its own concurrency group (see `actors.py`), so it
+        answers while another call runs."""
+        import ray
+
+        return ray.get(getattr(self.actor, method).remote())
 
     def close(self) -> None:
         """Kill the actor."""

@@ -10,7 +10,6 @@ healing and re-pushing the current weights (`fault_tolerance.rerun_on_failure`).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 from typing import Any
@@ -18,6 +17,8 @@ from typing import Any
 from slime.train.fault_tolerance import rerun_on_failure
 from slime.train.handles import Group, LocalHandle, Pending, RayHandle
 from slime.train.metrics import FanOut
+from slime.train.progress import RunProgress
+from slime.train.run_config import LoopConfig
 from slime.train.run_state import save_run_state
 
 
@@ -25,12 +26,13 @@ from slime.train.run_state import save_run_state
 class Job:
     """What a loop drives."""
 
-    args: argparse.Namespace
+    loop: LoopConfig
     rollout: LocalHandle | RayHandle
     trainer: Group
     metrics: FanOut
     start_rollout_id: int
     num_rollout: int
+    progress: RunProgress = dataclasses.field(default_factory=lambda: RunProgress("never", first=0, total=0))
     weight_version: int = -1
     """The weight version the engines hold (set by every push)."""
 
@@ -46,7 +48,8 @@ def _push_weights(job: Job, version: int) -> None:
 
 def _sync_weights(job: Job, version: int) -> float:
     started = time.perf_counter()
-    if job.args.use_fault_tolerance:
+    job.progress.phase(version - 1, "syncing weights")
+    if job.loop.use_fault_tolerance:
         heal = lambda: _call(job.rollout, "heal")  # noqa: E731
         healed = heal()  # slime: dead engines are restarted before the next weight update, which then reaches them
         if healed.get("added") or version != job.weight_version:  # a re-push only matters to replacements
@@ -61,10 +64,11 @@ def _sync_weights(job: Job, version: int) -> float:
 def _generate(job: Job, rollout_id: int, pending: Pending | None = None) -> Any:
     """Wait for (or start) the rollout; with --use-fault-tolerance rerun it after healing and re-pushing weights."""
     pending = pending or job.rollout.submit("generate", rollout_id)
-    if not job.args.use_fault_tolerance:
-        return pending.result()
+    job.progress.phase(rollout_id, "generating")
+    if not job.loop.use_fault_tolerance:
+        return job.progress.wait(pending, job.rollout)
     (batch, metrics), reruns = rerun_on_failure(
-        pending.result,
+        lambda: job.progress.wait(pending, job.rollout),
         lambda: _call(job.rollout, "generate", rollout_id),
         lambda: _sync_weights(job, job.weight_version),
         what=f"rollout {rollout_id}",
@@ -72,42 +76,45 @@ def _generate(job: Job, rollout_id: int, pending: Pending | None = None) -> Any:
     return batch, {**metrics, "rollout/fault_reruns": metrics.get("rollout/fault_reruns", 0.0) + reruns}
 
 
-def _should_save(args: argparse.Namespace, rollout_id: int, num_rollout: int) -> bool:
-    if not args.save:
+def _should_save(loop: LoopConfig, rollout_id: int, num_rollout: int) -> bool:
+    if not loop.save:
         return False
     last = rollout_id + 1 == num_rollout
-    return last or (args.save_interval is not None and (rollout_id + 1) % args.save_interval == 0)
+    return last or (loop.save_interval is not None and (rollout_id + 1) % loop.save_interval == 0)
 
 
 def _save(job: Job, rollout_id: int) -> None:
     job.trainer.call("save", rollout_id)
     state = _call(job.rollout, "state_dict")
-    save_run_state(job.args.save, rollout_id, {"data_source": state})
+    save_run_state(job.loop.save, rollout_id, {"data_source": state})
 
 
 def _maybe_eval(job: Job, rollout_id: int, *, before_training: bool = False) -> None:
-    args = job.args
-    if args.eval_interval is None:
+    loop = job.loop
+    if loop.eval_interval is None:
         return
-    due = (rollout_id + 1) % args.eval_interval == 0 or rollout_id + 1 == job.num_rollout
+    due = (rollout_id + 1) % loop.eval_interval == 0 or rollout_id + 1 == job.num_rollout
     if before_training:
-        due = rollout_id == 0 and not args.skip_eval_before_train
+        due = rollout_id == 0 and not loop.skip_eval_before_train
     if due:
+        job.progress.phase(rollout_id, "evaluating")
         job.metrics.log(_call(job.rollout, "evaluate", rollout_id), rollout_id)
 
 
 def _train_one(job: Job, rollout_id: int, batch: Any) -> dict[str, float]:
-    args = job.args
+    loop = job.loop
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    if args.offload_rollout:
+    if loop.offload_rollout:
         _call(job.rollout, "release_memory")
-    if args.offload_train:
+    if loop.offload_train:
         job.trainer.call("onload")
+    job.progress.phase(rollout_id, "training")
     results = job.trainer.call("train", rollout_id, batch)
     timings["perf/train_time"] = time.perf_counter() - started
-    if _should_save(args, rollout_id, job.num_rollout):
+    if _should_save(loop, rollout_id, job.num_rollout):
         t0 = time.perf_counter()
+        job.progress.phase(rollout_id, "saving")
         _save(job, rollout_id)
         timings["perf/save_time"] = time.perf_counter() - t0
     return {**results[0], **timings}
@@ -115,7 +122,7 @@ def _train_one(job: Job, rollout_id: int, batch: Any) -> dict[str, float]:
 
 def run_sync(job: Job) -> FanOut:
     """slime's `train.py` loop; returns the metrics history."""
-    args = job.args
+    loop = job.loop
     job.metrics.log({"perf/update_weights_time": _sync_weights(job, job.start_rollout_id)}, job.start_rollout_id)
     for rollout_id in range(job.start_rollout_id, job.num_rollout):
         step_started = time.perf_counter()
@@ -123,10 +130,10 @@ def run_sync(job: Job) -> FanOut:
         batch, rollout_metrics = _generate(job, rollout_id)
         rollout_time = time.perf_counter() - step_started
         train_metrics = _train_one(job, rollout_id, batch)
-        if args.offload_rollout:
+        if loop.offload_rollout:
             _call(job.rollout, "resume_memory")
         sync_time = _sync_weights(job, rollout_id + 1)
-        if args.offload_train:
+        if loop.offload_train:
             job.trainer.call("offload")
         _maybe_eval(job, rollout_id)
         step_time = time.perf_counter() - step_started
@@ -135,6 +142,7 @@ def run_sync(job: Job) -> FanOut:
              "perf/update_weights_time": sync_time, "perf/step_time": step_time},
             rollout_id,
         )  # fmt: skip
+        job.progress.trained(rollout_id)
     return job.metrics
 
 
@@ -144,8 +152,8 @@ def run_async(job: Job) -> FanOut:
     Weights are pushed every `--update-weights-interval` rollouts, after waiting for the in-flight
     generation, so a sample is at most `update_weights_interval` policy versions stale (one by default).
     """
-    args = job.args
-    interval = max(1, args.update_weights_interval)
+    loop = job.loop
+    interval = max(1, loop.update_weights_interval)
     job.metrics.log({"perf/update_weights_time": _sync_weights(job, job.start_rollout_id)}, job.start_rollout_id)
     pending = job.rollout.submit("generate", job.start_rollout_id)
     for rollout_id in range(job.start_rollout_id, job.num_rollout):
@@ -168,6 +176,7 @@ def run_async(job: Job) -> FanOut:
              "perf/update_weights_time": sync_time, "perf/step_time": time.perf_counter() - step_started},
             rollout_id,
         )  # fmt: skip
+        job.progress.trained(rollout_id)
     return job.metrics
 
 

@@ -31,17 +31,18 @@ class StdoutSink:
     HEADLINE = ("rollout/reward_mean", "train/loss", "train/grad_norm", "perf/step_time")
 
     def __init__(self, stream: IO[str] | None = None) -> None:
-        self._stream = stream or sys.stdout
+        self._stream = stream
+        """None: whatever `sys.stdout` is at each line (progress bars redirect it to print above themselves)."""
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         """Print `step` and the metrics (headline keys first)."""
         keys = [k for k in self.HEADLINE if k in metrics] + sorted(k for k in metrics if k not in self.HEADLINE)
         body = " ".join(f"{k}={_fmt(float(metrics[k]))}" for k in keys)
-        print(f"[step {step}] {body}", file=self._stream, flush=True)
+        print(f"[step {step}] {body}", file=self._stream or sys.stdout, flush=True)
 
     def close(self) -> None:
         """Flush the stream."""
-        self._stream.flush()
+        (self._stream or sys.stdout).flush()
 
 
 class JsonlSink:

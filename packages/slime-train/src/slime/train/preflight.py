@@ -1,6 +1,7 @@
 """The checks a job runs before it starts Ray, an engine, the router or a trainer: every input mistake stops here.
 
-`preflight(args)` runs after the flags parsed and validated, in this order: plugin paths (rollout side and loss
+`preflight(config)` runs after the flags parsed and validated and the `RunConfig` was composed (which already ran
+every layer config's own checks), in this order: plugin paths (rollout side and loss
 side) import and have the right signature; the engine pass-through flags are known to the engine and the launch
 settings are consistent; `--hf-checkpoint`'s weights agree with its config; the prompt data decodes, renders and
 fits the context (`prompt_check`; with `--skip-bad-rows` bad rows are counted instead); and a `--load` folder's run
@@ -13,16 +14,18 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
+from slime.train.run_config import RunConfig
 from slime.types import ConfigError, RolloutFn, resolve
 
 
-def check_plugins(args: argparse.Namespace) -> None:
-    """Every plugin path of the rollout and of the loss resolves to a function of the right shape."""
+def check_plugins(args: argparse.Namespace, loss: Any) -> None:
+    """Every plugin path of the rollout and of the loss (`loss`: the run's LossConfig) resolves to a function of
+    the right shape."""
     from slime.loss.plugins import resolve_loss_plugins
     from slime.sglang.rollout import SLIME_PATH_ALIASES, RolloutFunctions
     from slime.sglang.rollout.functions import DEFAULT_ROLLOUT_PATH
-    from slime.train.compose import loss_config
 
     rollout_path = SLIME_PATH_ALIASES.get(args.rollout_function_path, args.rollout_function_path)
     if rollout_path == DEFAULT_ROLLOUT_PATH:
@@ -31,15 +34,13 @@ def check_plugins(args: argparse.Namespace) -> None:
         resolve(rollout_path, RolloutFn, flag="--rollout-function-path")
     eval_path = SLIME_PATH_ALIASES.get(args.eval_function_path, args.eval_function_path)
     resolve(eval_path, RolloutFn, flag="--eval-function-path")
-    resolve_loss_plugins(loss_config(args))
+    resolve_loss_plugins(loss)
 
 
-def check_engine_flags(args: argparse.Namespace) -> None:
-    """The `--sglang-*` pass-through flags are known to the engine, and the group's settings are consistent."""
+def check_engine_flags(config: Any) -> None:
+    """The `--sglang-*` pass-through flags of the run's `EngineGroupConfig` are known to the engine."""
     from slime.sglang.server_args import known_server_flags, validate_server_args
-    from slime.train.rollout_host import engine_group_config
 
-    config = engine_group_config(args)
     validate_server_args(config.engine.server_args, known_server_flags(config.engine.backend),
                          backend=config.engine.backend)  # fmt: skip
 
@@ -62,16 +63,17 @@ def check_resume(args: argparse.Namespace, data_source: object | None) -> None:
         data_source.load_state_dict(state["data_source"])  # type: ignore[attr-defined]  # raises DataError
 
 
-def preflight(args: argparse.Namespace) -> None:
+def preflight(config: RunConfig) -> None:
     """Run every check (see the module docstring); raises the first problem found."""
     from slime.train.hf_checkpoint_check import check_hf_checkpoint
     from slime.train.prompt_check import checked_data_source
 
+    args = config.args
     needs_rollout = not args.debug_train_only
     if needs_rollout:
-        check_plugins(args)
-    if needs_rollout and not args.rollout_external:
-        check_engine_flags(args)
+        check_plugins(args, config.loss)
+    if config.engines is not None:
+        check_engine_flags(config.engines)
     if args.hf_checkpoint:
         check_hf_checkpoint(args.hf_checkpoint)
     data_source = checked_data_source(args) if needs_rollout else None

@@ -13,56 +13,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlparse
 
-from slime.types import ContractError, RolloutBatch, RolloutFn, Sample, resolve
+from slime.train.run_config import RunConfig
+from slime.types import ConfigError, ContractError, RolloutBatch, RolloutFn, Sample, resolve
 
 DETERMINISTIC_FLAG = "--sglang-enable-deterministic-inference"
-
-
-def engine_group_config(args: argparse.Namespace) -> Any:
-    """The `EngineGroupConfig` of the run (engines, pass-through flags, router); validates, starts nothing."""
-    from slime.sglang.engine_group import EngineGroupConfig
-    from slime.sglang.router import RouterConfig
-    from slime.sglang.server_args import EngineConfig, split_sglang_args
-
-    _, engine_flags = split_sglang_args(args.sglang_passthrough)
-    router_flags = [
-        t.replace("--router-", "--", 1) if t.startswith("--router-") else t
-        for t in args.sglang_passthrough
-        if t not in engine_flags and not t.startswith("--sglang-")
-    ]
-    if args.rollout_num_engines is not None:
-        num_engines = args.rollout_num_engines
-    elif args.rollout_engine == "local":
-        num_engines = 1
-    else:
-        num_engines = max(1, (args.rollout_num_gpus or 0) // args.rollout_num_gpus_per_engine)
-    env: tuple[tuple[str, str], ...] = ()
-    if args.rollout_engine == "local" and "OMP_NUM_THREADS" not in os.environ:
-        from slime.train.trainer_host import cpu_threads_per_process
-
-        env = (("OMP_NUM_THREADS", str(cpu_threads_per_process(args))),)
-    engine = EngineConfig(
-        model_path=args.hf_checkpoint,
-        backend="local" if args.rollout_engine == "local" else "sglang",
-        num_gpus_per_engine=args.rollout_num_gpus_per_engine,
-        server_args=tuple(engine_flags),
-        env=env,
-    )
-    router = RouterConfig(
-        ip=args.sglang_router_ip,
-        port=args.sglang_router_port,
-        request_timeout_secs=args.sglang_router_request_timeout_secs,
-        extra_args=tuple(router_flags),
-    )
-    return EngineGroupConfig(
-        engine=engine, num_engines=num_engines, router=router, server_concurrency=args.sglang_server_concurrency
-    )
 
 
 def _alias(path: str) -> str:
@@ -91,18 +50,21 @@ def rollout_metrics(groups: Sequence[Sequence[Sample]], reward_key: str | None) 
 class RolloutHost:
     """Engines, router, data and rollout functions of one run."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, config: RunConfig) -> None:
         from slime.sglang.engine_group import EngineGroup
         from slime.train.fault_tolerance import GroupHealer, HealthMonitor
         from slime.train.prompt_check import checked_data_source
 
-        self.args = argparse.Namespace(**vars(args))
+        if config.engines is None:
+            raise ConfigError("this run has no engines (--debug-train-only or --rollout-external-engine-addrs).")
+        args = config.args
+        self.args = argparse.Namespace(**vars(args))  # the rollout functions' view: the router's address is set below
         # slime's rollout reads this SGLang flag to send per-sample seeds (`sampling_seed`).
         self.args.sglang_enable_deterministic_inference = DETERMINISTIC_FLAG in getattr(args, "sglang_passthrough", ())
         self.rollout_fn: Any = resolve(_alias(args.rollout_function_path), RolloutFn, flag="--rollout-function-path")
         self.eval_fn: Any = resolve(_alias(args.eval_function_path), RolloutFn, flag="--eval-function-path")
         self.data_source = checked_data_source(self.args)
-        self.group = EngineGroup(engine_group_config(self.args))
+        self.group = EngineGroup(config.engines)
         self.group.start()
         router = urlparse(self.group.router_url)
         self.args.sglang_router_ip, self.args.sglang_router_port = router.hostname, router.port
@@ -155,6 +117,12 @@ class RolloutHost:
         if skipped_rows(self.data_source):
             metrics["rollout/skipped_prompt_rows"] = float(skipped_rows(self.data_source))
         return RolloutBatch.from_groups(rollout_id, groups, self.args.reward_key), metrics
+
+    def progress(self) -> dict[str, int]:
+        """Counters of the running rollout (read-only; safe beside `generate`)."""
+        from slime.sglang.rollout.progress import ROLLOUT_PROGRESS
+
+        return ROLLOUT_PROGRESS.snapshot()
 
     def evaluate(self, rollout_id: int) -> dict[str, float]:
         """Run the eval function; return its `eval/*` metrics."""

@@ -7,41 +7,27 @@ and saves / loads checkpoints. It runs in a Ray actor or directly in a process; 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from slime.train.run_config import MegatronTrainerConfig, RunConfig
 from slime.types import ConfigError, RolloutBatch
 
 
-def cpu_threads_per_process(args: argparse.Namespace) -> int:
-    """Threads each CPU process should use: the cores split between the trainer and the local engines.
-
-    Oversubscribing a small machine is ruinous for torch on CPU (idle OpenMP workers spin): on 2 cores a
-    train step of the demo took 5 s with default threads and 0.25 s with one thread per process.
-    """
-    num_engines = args.rollout_num_engines or 1
-    return max(1, (os.cpu_count() or 1) // (num_engines + 1))
-
-
-def _build_policy(args: argparse.Namespace, rank: int, world_size: int) -> Any:
-    if args.train_backend == "fsdp":
+def _build_policy(config: RunConfig, rank: int, world_size: int) -> Any:
+    if config.train_backend == "fsdp":
         from slime.fsdp import FSDPPolicy, init_distributed
-        from slime.train.compose import fsdp_config
 
         info = init_distributed("auto") if world_size > 1 else None
-        return FSDPPolicy(fsdp_config(args), info)
-    if args.train_backend == "megatron":
-        try:
-            from slime.megatron import MegatronPolicy  # type: ignore[attr-defined]  # lands with slime.megatron
-        except ImportError as exc:
-            raise ConfigError(
-                f"--train-backend megatron is not available here ({exc}); use --train-backend fsdp."
-            ) from exc
-        return MegatronPolicy.from_args(args, rank=rank, world_size=world_size)
-    raise ConfigError(f"--train-backend {args.train_backend!r} is not one of megatron, fsdp.")
+        return FSDPPolicy(config.trainer, info)
+    try:
+        from slime.megatron import MegatronPolicy
+    except ImportError as exc:
+        raise ConfigError(f"--train-backend megatron is not available here ({exc}); use --train-backend fsdp.") from exc
+    trainer: MegatronTrainerConfig = config.trainer
+    return MegatronPolicy(trainer.megatron_args, trainer.actor, trainer.loss)
 
 
 def _deliver(engine_urls: Sequence[str], route: str) -> Any:
@@ -60,17 +46,20 @@ def _deliver(engine_urls: Sequence[str], route: str) -> Any:
 class TrainerHost:
     """One trainer rank. Rank 0 publishes weights; every rank takes part in gathering them."""
 
-    def __init__(self, args: argparse.Namespace, *, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self, config: RunConfig, *, rank: int = 0, world_size: int = 1, master: tuple[str, int] | None = None
+    ) -> None:
+        """`master`: the rendezvous address of rank 0 when `world_size` > 1 (ranks in other processes)."""
         if world_size > 1:
-            os.environ.setdefault("RANK", str(rank))
-            os.environ.setdefault("WORLD_SIZE", str(world_size))
-            os.environ.setdefault("LOCAL_RANK", str(rank))
-        self.args, self.rank, self.world_size = args, rank, world_size
-        if args.rollout_engine == "local" and "OMP_NUM_THREADS" not in os.environ:
+            os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=os.environ.get("LOCAL_RANK", "0"))
+            if master is not None:
+                os.environ.update(MASTER_ADDR=master[0], MASTER_PORT=str(master[1]))
+        self.config, self.rank, self.world_size = config, rank, world_size
+        if config.cpu_threads and "OMP_NUM_THREADS" not in os.environ:
             import torch
 
-            torch.set_num_threads(cpu_threads_per_process(args))
-        self.policy = _build_policy(args, rank, world_size)
+            torch.set_num_threads(config.cpu_threads)
+        self.policy = _build_policy(config, rank, world_size)
         self._urls: tuple[str, ...] = ()
         self._sender: Any = None
 
@@ -82,19 +71,17 @@ class TrainerHost:
     def _make_sender(self, engine_urls: Sequence[str]) -> Any:
         from slime import sync
 
-        args = self.args
-        if args.update_weight_transport == "disk":
-            keep = 1_000_000 if args.update_weight_disk_keep_files else 1
+        ws = self.config.weight_sync
+        if ws.transport == "disk":
             return sync.DiskSender(
                 _deliver(engine_urls, "/update_weights_from_disk"),
-                args.update_weight_disk_dir,
-                bucket_bytes=args.update_weight_buffer_size,
-                keep_versions=keep,
+                ws.disk_dir,
+                bucket_bytes=ws.bucket_bytes,
+                keep_versions=1_000_000 if ws.keep_files else 1,
             )
         # Colocated engines and (on one machine) every local engine can map our buffers directly.
-        return sync.SharedMemorySender(
-            _deliver(engine_urls, "/update_weights_from_tensor"), bucket_bytes=args.update_weight_buffer_size
-        )
+        deliver = _deliver(engine_urls, "/update_weights_from_tensor")
+        return sync.SharedMemorySender(deliver, bucket_bytes=ws.bucket_bytes)
 
     def update_weights(self, engine_urls: Sequence[str], version: int) -> dict[str, float]:
         """Publish the current weights as `version` to every engine; returns the sender's figures."""
@@ -112,13 +99,18 @@ class TrainerHost:
     def save(self, rollout_id: int) -> str:
         """Checkpoint (and export HF weights when `--save-hf` is set)."""
         path = self.policy.save_checkpoint(rollout_id)
-        if self.args.save_hf:
-            self.policy.export_hf(self.args.save_hf.format(rollout_id=rollout_id))
+        if self.config.loop.save_hf:
+            self.policy.export_hf(self.config.loop.save_hf.format(rollout_id=rollout_id))
         return str(path)
 
     def load(self, rollout_id: int) -> int:
         """Restore the checkpoint of `rollout_id` from `--load`."""
-        return int(self.policy.load_checkpoint(os.path.join(self.args.load, f"iter_{rollout_id:07d}")))
+        load = self.config.loop.load
+        if load is None:
+            raise ConfigError("TrainerHost.load needs --load.")
+        if self.config.train_backend == "megatron":
+            return int(self.policy.load(load, step=rollout_id))
+        return int(self.policy.load_checkpoint(os.path.join(load, f"iter_{rollout_id:07d}")))
 
     def offload(self) -> None:
         """Free accelerator memory for the engines (colocate)."""

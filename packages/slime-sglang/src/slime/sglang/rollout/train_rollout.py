@@ -26,6 +26,7 @@ from slime.sglang.rollout.context import RolloutContext, make_context
 from slime.sglang.rollout.functions import RolloutFunctions
 from slime.sglang.rollout.group_run import GroupRun, flatten
 from slime.sglang.rollout.metrics import training_metrics
+from slime.sglang.rollout.progress import ROLLOUT_PROGRESS
 from slime.types import ConfigError, ContractError, Sample, Status
 
 logger = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ class _Loop:
             self.planner.record_aborted(ticket, samples)
         else:
             self.planner.record(ticket, samples)
+            ROLLOUT_PROGRESS.group_done(len(samples), self.planner.num_kept)
 
     async def run(self) -> None:
         while not self.planner.done:
@@ -167,6 +169,7 @@ async def generate_rollout_async(
         args=args,
     )
     loop = _Loop(ctx, planner, data_buffer)
+    ROLLOUT_PROGRESS.start(rollout_id, args.rollout_batch_size)
     try:
         await loop.run()
     except BaseException:
