@@ -25,6 +25,7 @@ ESTIMATORS = {
     ),
     "dual_clip_low_var_kl": LossConfig(eps_clip_c=3.0, use_kl_loss=True, kl_loss_coef=0.1, kl_loss_type="low_var_kl"),
     "sft": LossConfig(loss_type="sft_loss"),
+    "ppo_kl_reward": LossConfig(advantage_estimator="ppo", kl_coef=0.05, gamma=0.9, lambd=0.95),
 }
 
 
@@ -63,8 +64,9 @@ def test_rollout_log_probs_as_old(tiny_qwen3_dir, dist_ws1, make_batch):
 
 
 def test_unsupported_combinations(tiny_qwen3_dir, dist_ws1):
-    with pytest.raises(ConfigError, match="critic"):
-        FSDPPolicy(FSDPConfig(hf_checkpoint=str(tiny_qwen3_dir), loss=LossConfig(advantage_estimator="ppo")))
+    opd = {"loss": LossConfig(use_opd=True), "opd_type": "megatron", "opd_teacher_load": str(tiny_qwen3_dir)}
+    with pytest.raises(ConfigError, match="LoRA"):
+        FSDPPolicy(FSDPConfig(hf_checkpoint=str(tiny_qwen3_dir), lora_rank=2, **opd))
     with pytest.raises(ConfigError, match="ref_load"):
         FSDPPolicy(FSDPConfig(hf_checkpoint=str(tiny_qwen3_dir), lora_rank=2, ref_load="/elsewhere"))
 

@@ -16,6 +16,7 @@ from slime.types import ConfigError
 LrDecayStyle = Literal["constant", "linear", "cosine"]
 Device = Literal["auto", "cpu", "cuda"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
+OpdType = Literal["sglang", "megatron"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -34,7 +35,7 @@ class FSDPConfig:
     """Advantage estimator, clipping, KL, entropy, TIS and the loss reduction."""
 
     lr: float = 1e-6
-    """Peak learning rate (slime's default)."""
+    """Peak learning rate (slime's default); the critic's too unless `critic_lr` is set."""
     min_lr: float = 0.0
     """Floor of the linear / cosine decay."""
     lr_decay_style: LrDecayStyle = "constant"
@@ -83,6 +84,25 @@ class FSDPConfig:
     target_modules: str = "all-linear"
     """Comma-separated module names to adapt (`q_proj,v_proj`), or `all-linear`."""
 
+    num_critic_only_steps: int = 0
+    """PPO: rollouts `0 .. num_critic_only_steps - 1` train only the critic (the actor is left untouched)."""
+    critic_load: str | None = None
+    """PPO: HF folder whose trunk (no LM head) initialises the critic; None means `hf_checkpoint`. A resumed
+    checkpoint (`load`) holding a critic takes precedence."""
+    critic_lr: float | None = None
+    """PPO: the critic's peak learning rate; None means `lr`. Its schedule otherwise follows the actor's flags."""
+    critic_lr_warmup_iters: int = 0
+    """PPO: optimizer steps of the critic's linear warmup (from `lr_warmup_init`)."""
+
+    opd_type: OpdType | None = None
+    """On-policy distillation teacher: `sglang` (teacher log-probs arrive on the batch) or `megatron` (a teacher
+    model loaded from `opd_teacher_load` in this trainer, weights kept in host memory and swapped in). Required
+    with `loss.use_opd`."""
+    opd_teacher_load: str | None = None
+    """HF folder of the teacher (same architecture as the actor); required by opd_type=megatron, else forbidden."""
+    opd_teacher_ckpt_step: int | None = None
+    """Megatron teacher iteration; an HF folder has none, so it must stay None here."""
+
     device: Device = "auto"
     """cuda when available, else cpu (gloo)."""
     param_dtype: DType = "auto"
@@ -100,6 +120,8 @@ class FSDPConfig:
         _check_choices(self)
         _check_optimizer(self)
         _check_batching(self)
+        _check_critic(self)
+        _check_opd(self)
         if not self.hf_checkpoint:
             raise ConfigError("`hf_checkpoint` is empty; set --hf-checkpoint to an HF model folder.")
         if self.rollout_temperature <= 0:
@@ -119,6 +141,14 @@ class FSDPConfig:
         """Whether reference log-probs are needed: KL loss, or a KL reward penalty of ppo / REINFORCE++."""
         kl_reward = self.loss.kl_coef != 0 and self.loss.advantage_estimator in KL_REWARD_ESTIMATORS
         return self.loss.use_kl_loss or kl_reward
+
+    @property
+    def critic_optimizer(self) -> FSDPConfig:
+        """This config with the critic's learning-rate flags in place of the actor's (for its optimizer)."""
+        critic_lr = self.lr if self.critic_lr is None else self.critic_lr
+        return dataclasses.replace(
+            self, lr=critic_lr, min_lr=min(self.min_lr, critic_lr), lr_warmup_iters=self.critic_lr_warmup_iters
+        )
 
     @property
     def chunk_size(self) -> int | None:
@@ -174,3 +204,54 @@ def _check_batching(c: FSDPConfig) -> None:
             raise ConfigError(f"`{field}` must be >= 1 or None (got {value}).")
     if c.log_probs_chunk_size == 0 or c.log_probs_chunk_size < -1:
         raise ConfigError(f"`log_probs_chunk_size` must be -1 (auto) or >= 1 (got {c.log_probs_chunk_size}).")
+
+
+def _check_critic(c: FSDPConfig) -> None:
+    if c.num_critic_only_steps < 0 or c.critic_lr_warmup_iters < 0 or (c.critic_lr is not None and c.critic_lr < 0):
+        raise ConfigError(
+            f"`num_critic_only_steps`={c.num_critic_only_steps}, `critic_lr_warmup_iters`={c.critic_lr_warmup_iters} "
+            f"and `critic_lr`={c.critic_lr} must be >= 0; lower none of them below 0."
+        )
+    is_set = {
+        "num_critic_only_steps": c.num_critic_only_steps != 0,
+        "critic_load": c.critic_load is not None,
+        "critic_lr": c.critic_lr is not None,
+        "critic_lr_warmup_iters": c.critic_lr_warmup_iters != 0,
+    }
+    if not c.loss.use_critic and any(is_set.values()):
+        name = next(k for k, v in is_set.items() if v)
+        raise ConfigError(
+            f"`{name}`={getattr(c, name)!r} has no effect with advantage_estimator={c.loss.advantage_estimator!r} "
+            f"(no critic); drop --{name.replace('_', '-')} or use --advantage-estimator ppo."
+        )
+    decay_iters = c.lr_decay_iters if c.lr_decay_style != "constant" else None
+    if c.loss.use_critic and decay_iters is not None and c.critic_lr_warmup_iters >= decay_iters:
+        raise ConfigError(
+            f"`critic_lr_warmup_iters`={c.critic_lr_warmup_iters} must be < lr_decay_iters={c.lr_decay_iters}; "
+            "lower --critic-lr-warmup-iters."
+        )
+
+
+def _check_opd(c: FSDPConfig) -> None:
+    if c.opd_type is not None and c.opd_type not in get_args(OpdType):
+        raise ConfigError(f"`opd_type` must be one of {list(get_args(OpdType))} or None (got {c.opd_type!r}).")
+    if c.loss.use_opd and c.opd_type is None:
+        raise ConfigError("`opd_type` is None with use_opd=True; pass --opd-type sglang or --opd-type megatron.")
+    if c.opd_teacher_load is not None and not c.loss.use_opd:
+        raise ConfigError(
+            f"`opd_teacher_load`={c.opd_teacher_load!r} without use_opd; add --use-opd or drop --opd-teacher-load."
+        )
+    if c.loss.use_opd and c.opd_type == "megatron" and c.opd_teacher_load is None:
+        raise ConfigError(
+            "`opd_teacher_load` is None with opd_type='megatron'; pass --opd-teacher-load <HF folder of the teacher>."
+        )
+    if c.loss.use_opd and c.opd_type == "sglang" and c.opd_teacher_load is not None:
+        raise ConfigError(
+            f"`opd_teacher_load`={c.opd_teacher_load!r} with opd_type='sglang' (the teacher runs in SGLang); "
+            "drop --opd-teacher-load or use --opd-type megatron."
+        )
+    if c.opd_teacher_ckpt_step is not None:
+        raise ConfigError(
+            f"`opd_teacher_ckpt_step`={c.opd_teacher_ckpt_step}: the fsdp trainer loads the teacher from an HF folder, "
+            "which has no checkpoint steps; drop --opd-teacher-ckpt-step."
+        )

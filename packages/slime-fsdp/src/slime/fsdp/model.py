@@ -68,6 +68,11 @@ def build_model(config: FSDPConfig, mesh: DeviceMesh, device: torch.device) -> n
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if config.lora_rank > 0:
         model = _apply_lora(model, config)
+    return shard_model(model, config, mesh, device)
+
+
+def shard_model(model: nn.Module, config: FSDPConfig, mesh: DeviceMesh, device: torch.device) -> nn.Module:
+    """`fully_shard` every decoder layer, then the root; gradients are summed over ranks. Returns `model`."""
     policy = MixedPrecisionPolicy(param_dtype=compute_dtype(config, device), reduce_dtype=torch.float32)
     # One rank holds every shard anyway: keeping the gathered layer for backward saves a second gather.
     reshard_after_forward = mesh.size() > 1

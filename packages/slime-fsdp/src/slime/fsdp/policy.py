@@ -1,11 +1,13 @@
 """`FSDPPolicy`: the `slime.types.PolicyTrainer` over a transformers causal LM sharded with FSDP2.
 
 `train()` follows slime's `train_actor` order: reference log-probs (weights swapped in from host memory,
-or LoRA adapters disabled), old log-probs (recomputed, the engine's with `use_rollout_logprobs`, or the
-detached current ones on slime's single-step fast path), advantages over the whole batch, then
-`num_steps_per_rollout` optimizer steps over packed micro-batches. Every rank receives the same batch and
-computes the same schedule; results are identical on every rank. Runs without Ray: a plain process,
-torchrun, or spawned workers. It holds no critic (estimator `ppo` is refused).
+or LoRA adapters disabled), teacher log-probs for on-policy distillation (a teacher swapped in the same way,
+or the SGLang teacher's from the batch), old log-probs (recomputed, the engine's with `use_rollout_logprobs`,
+or the detached current ones on slime's single-step fast path), the critic's values (ppo), advantages over
+the whole batch, then `num_steps_per_rollout` optimizer steps over packed micro-batches, each a critic step
+then an actor step (the actor's skipped during the first `num_critic_only_steps` rollouts). Every rank
+receives the same batch and computes the same schedule; results are identical on every rank. Runs without
+Ray: a plain process, torchrun, or spawned workers.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ from torch import Tensor
 
 from slime.fsdp import checkpoint
 from slime.fsdp.config import FSDPConfig
-from slime.fsdp.distributed import DistInfo, all_gather_objects, device_mesh, init_distributed
+from slime.fsdp.critic import FSDPCritic
+from slime.fsdp.distributed import DistInfo, device_mesh, init_distributed
 from slime.fsdp.forward import forward_packed
+from slime.fsdp.forward_only import forward_only
 from slime.fsdp.hf_export import NamedTensor, iter_hf_weights, write_hf_folder
 from slime.fsdp.model import build_model, load_hf_model, reshard, trainable_parameters
 from slime.fsdp.offload import Offloader
 from slime.fsdp.optimizer import build_optimizer, build_scheduler, reset_optimizer_states
-from slime.fsdp.packed_batch import PackedBatch, pack
+from slime.fsdp.packed_batch import pack
 from slime.fsdp.rollout_data import RolloutTensors, fill_advantages
 from slime.fsdp.schedule import BatchingPlan, plan_step, split_steps
 from slime.fsdp.train_step import StepContext, train_step
@@ -39,13 +43,10 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def _check_supported(config: FSDPConfig) -> None:
-    if config.loss.advantage_estimator == "ppo":
+    if config.lora_rank > 0 and config.opd_teacher_load is not None:
         raise ConfigError(
-            "`advantage_estimator`='ppo' needs a critic, which the FSDP trainer lacks; use the Megatron one."
-        )
-    if config.loss.use_opd:
-        raise ConfigError(
-            "`use_opd` needs teacher log-probs, which the FSDP trainer does not compute yet; drop --use-opd."
+            f"`opd_teacher_load`={config.opd_teacher_load!r} with LoRA: the teacher's weights are swapped into the "
+            "full model, which LoRA freezes; train without --lora-rank or use --opd-type sglang."
         )
     if config.lora_rank > 0 and config.ref_load not in (None, config.hf_checkpoint):
         raise ConfigError(
@@ -55,23 +56,30 @@ def _check_supported(config: FSDPConfig) -> None:
 
 
 class FSDPPolicy:
-    """The FSDP2 actor. Construct it on every rank (after `init_distributed`, or let it call that)."""
+    """The FSDP2 actor (and PPO critic). Construct it on every rank (after `init_distributed`, or let it call that).
+
+    `critic` is the `FSDPCritic` when `loss.advantage_estimator == "ppo"`, else None.
+    """
 
     def __init__(self, config: FSDPConfig, info: DistInfo | None = None) -> None:
         _check_supported(config)
         self.config = config
         self.info = info or init_distributed(config.device)
-        self.model = build_model(config, device_mesh(self.info), self.info.device)
+        mesh = device_mesh(self.info)
+        self.model = build_model(config, mesh, self.info.device)
         self._params = trainable_parameters(self.model)
         self.optimizer = build_optimizer(self._params, config)
         self.scheduler = build_scheduler(self.optimizer, config)
         self.plugins = resolve_loss_plugins(config.loss)
         self._backup = WeightBackup(self.model)
         self._offloader = Offloader(self.model, self.optimizer, self.info.device)
+        self.critic = FSDPCritic(config, mesh, self.info) if config.loss.use_critic else None
         self.global_step = 0
         self.start_rollout_id = 0
         if config.needs_ref and config.lora_rank == 0:
             self._init_ref()
+        if config.loss.use_opd and config.opd_type == "megatron":
+            self._load_backup("teacher", str(config.opd_teacher_load))
         if config.load is not None and checkpoint.resolve(config.load) is not None:
             self.load_checkpoint(config.load)
 
@@ -79,8 +87,11 @@ class FSDPPolicy:
         if self.config.ref_load in (None, self.config.hf_checkpoint):
             self._backup.save("ref")  # the weights just loaded from --hf-checkpoint
             return
-        ref_state = load_hf_model(self.config.ref_load).state_dict()  # type: ignore[arg-type]
-        self._backup.set_from_full("ref", ref_state, source=str(self.config.ref_load))
+        self._load_backup("ref", str(self.config.ref_load))
+
+    def _load_backup(self, tag: str, hf_folder: str) -> None:
+        # The full model exists on the host only while this rank's shards are cut from it; then it is freed.
+        self._backup.set_from_full(tag, load_hf_model(hf_folder).state_dict(), source=hf_folder)
 
     @property
     def is_offloaded(self) -> bool:
@@ -106,18 +117,20 @@ class FSDPPolicy:
                     reshard(self.model)
             for param in self._params:
                 param.requires_grad_(True)
-        elif which == "ref":
-            if "ref" not in self._backup:
-                raise ContractError("no reference weights: enable use_kl_loss / kl_coef, or set ref_load.")
+        elif which in ("ref", "teacher"):
+            if which not in self._backup:
+                raise ContractError(
+                    f"no {which} weights: enable use_kl_loss / kl_coef (ref), or use_opd with opd_type='megatron'."
+                )
             self._backup.save("actor")
-            self._backup.restore("ref")
+            self._backup.restore(which)
             try:
                 yield
             finally:
                 self._backup.restore("actor")
                 self._backup.drop("actor")
         else:
-            raise ValueError(f"`which` must be 'actor' or 'ref' (got {which!r}).")
+            raise ValueError(f"`which` must be 'actor', 'ref' or 'teacher' (got {which!r}).")
 
     def _plan(self) -> BatchingPlan:
         c = self.config
@@ -126,33 +139,36 @@ class FSDPPolicy:
             world_size=self.info.world_size, micro_batch_size=c.micro_batch_size, max_tokens_per_gpu=max_tokens
         )
 
-    @torch.no_grad()
+    def _local_plan(self, batch: RolloutBatch) -> list[list[int]]:
+        lengths = [s.total_length for s in batch.samples]
+        return plan_step(range(len(batch.samples)), lengths, self._plan())[self.info.rank]
+
     def compute_log_probs(self, batch: RolloutBatch, which: str = "actor") -> list[Tensor]:
-        """Per-sample [R_i] float32 CPU log-probs of the response tokens under the actor or the reference.
+        """Per-sample [R_i] float32 CPU log-probs of the response tokens under `which`: actor, ref or teacher.
 
         Collective: every rank calls it with the same batch and gets the same result.
         """
         self._require_onloaded("compute_log_probs")
-        lengths = [s.total_length for s in batch.samples]
-        plan = plan_step(range(len(batch.samples)), lengths, self._plan())[self.info.rank]
-        outputs: list[tuple[PackedBatch, Tensor]] = []
-        self.model.eval()
+        c = self.config
+
+        def run(model, mb):
+            return forward_packed(
+                model, mb, temperature=c.rollout_temperature, chunk_size=c.chunk_size, with_entropy=False
+            ).log_probs
+
         with self._weights(which):
-            for ids in plan:
-                mb = pack(batch.samples, ids, self.info.device)
-                out = forward_packed(
-                    self.model, mb, temperature=self.config.rollout_temperature,
-                    chunk_size=self.config.chunk_size, with_entropy=False,
-                )  # fmt: skip
-                outputs.append((mb, out.log_probs))
-        reshard(self.model)  # a forward without backward leaves the root unit gathered
-        local: dict[int, Tensor] = {}
-        for mb, log_probs in outputs:  # to the host after the loop: no drain between micro-batches
-            local |= dict(zip(mb.sample_ids, (t.float().cpu() for t in mb.split(log_probs)), strict=True))
-        merged: dict[int, Tensor] = {}
-        for part in all_gather_objects(local, self.info.world_size):
-            merged |= part  # type: ignore[arg-type]  # every rank sends a dict
-        return [merged[i] for i in range(len(batch.samples))]
+            return forward_only(self.model, batch, self._local_plan(batch), self.info, run)
+
+    def compute_values(self, batch: RolloutBatch) -> list[Tensor]:
+        """The critic's per-sample [R_i] float32 CPU values (ppo only); same layout as `compute_log_probs`.
+
+        Raises:
+            ConfigError: there is no critic (the estimator is not ppo).
+        """
+        if self.critic is None:
+            raise ConfigError("compute_values needs a critic; set --advantage-estimator ppo.")
+        self._require_onloaded("compute_values")
+        return self.critic.compute_values(batch, self._local_plan(batch))
 
     def _reuse_current_as_old(self, num_steps: int) -> bool:
         loss = self.config.loss
@@ -163,17 +179,34 @@ class FSDPPolicy:
             and not (kl_reward or loss.use_opd or loss.use_rollout_logprobs or loss.custom_advantage_function_path)
         )
 
-    def _prepare(self, batch: RolloutBatch, num_steps: int) -> RolloutTensors:
+    def prepare(self, batch: RolloutBatch, num_steps: int = 1) -> RolloutTensors:
+        """Everything `train()` computes before its first step: ref / teacher / old log-probs, values, advantages.
+
+        `num_steps` is the number of optimizer steps that will follow (1 allows slime's fast path). Collective.
+
+        Raises:
+            ContractError: the batch lacks log-probs the config asks it to carry (rollout or SGLang teacher).
+        """
+        loss = self.config.loss
         data = RolloutTensors.from_batch(batch)
         if self.config.needs_ref:
             data.ref_log_probs = self.compute_log_probs(batch, "ref")
-        if self.config.loss.use_rollout_logprobs:
+        if loss.use_opd and self.config.opd_type == "megatron":
+            data.teacher_log_probs = self.compute_log_probs(batch, "teacher")
+        elif loss.use_opd and data.teacher_log_probs is None:
+            raise ContractError(
+                "use_opd with opd_type='sglang' needs teacher_log_probs on every sample of the batch (the OPD reward "
+                "post-process fills them); check --custom-reward-post-process-path."
+            )
+        if loss.use_rollout_logprobs:
             if data.rollout_log_probs is None:
                 raise ContractError("use_rollout_logprobs needs rollout_log_probs on every sample of the batch.")
             data.old_log_probs = data.rollout_log_probs
         elif not self._reuse_current_as_old(num_steps):
             data.old_log_probs = self.compute_log_probs(batch, "actor")
-        fill_advantages(self.config.loss, batch, data, self.plugins)
+        if self.critic is not None:
+            data.values = self.compute_values(batch)
+        fill_advantages(loss, batch, data, self.plugins)
         return data
 
     def _step_context(self, reuse: bool) -> StepContext:
@@ -185,24 +218,37 @@ class FSDPPolicy:
         )  # fmt: skip
 
     def train(self, rollout_id: int, batch: RolloutBatch) -> Mapping[str, float]:
-        """Run the rollout's optimizer steps; return metrics averaged over steps (same on every rank)."""
+        """Run the rollout's optimizer steps; return metrics averaged over steps (same on every rank).
+
+        With a critic, each step is a critic step (metrics `critic-<name>`) then an actor step; rollouts below
+        `num_critic_only_steps` train only the critic.
+        """
         self._require_onloaded("train")
         start = time.perf_counter()
         c = self.config
         steps = split_steps(
             len(batch.samples), global_batch_size=c.global_batch_size, num_steps_per_rollout=c.num_steps_per_rollout
         )
+        train_actor = self.critic is None or rollout_id >= c.num_critic_only_steps
         if c.reset_optimizer_states:
             reset_optimizer_states(self.optimizer)
-        data = self._prepare(batch, len(steps))
+            if self.critic is not None:
+                reset_optimizer_states(self.critic.optimizer)
+        data = self.prepare(batch, len(steps))
         ctx = self._step_context(self._reuse_current_as_old(len(steps)))
         lengths = [s.total_length for s in batch.samples]
         per_step: list[dict[str, float]] = []
         for step_samples in steps:
             plan = plan_step(step_samples, lengths, self._plan())[self.info.rank]
             micro_batches = [pack(batch.samples, ids, self.info.device) for ids in plan]
-            per_step.append(train_step(ctx, micro_batches, data, step_samples))
-            self.global_step += 1
+            metrics: dict[str, float] = {}
+            if self.critic is not None:
+                critic = self.critic.train_step(micro_batches, data, step_samples, self.plugins)
+                metrics |= {f"critic-{k}": v for k, v in critic.items()}
+            if train_actor:
+                metrics |= train_step(ctx, micro_batches, data, step_samples)
+                self.global_step += 1
+            per_step.append(metrics)
         elapsed = time.perf_counter() - start
         tokens = sum(lengths[i] for s in steps for i in s)
         return _summarise(per_step, tokens, elapsed, len(batch.samples) - sum(len(s) for s in steps))
@@ -232,36 +278,54 @@ class FSDPPolicy:
             dtype=self.export_dtype, is_writer=self.info.rank == 0,
         )  # fmt: skip
 
+    def _checkpoint_parts(self) -> dict[str, checkpoint.Part]:
+        parts: dict[str, checkpoint.Part] = {"actor": (self.model, self.optimizer)}
+        if self.critic is not None:
+            parts["critic"] = (self.critic.model, self.critic.optimizer)
+        return parts
+
     def save_checkpoint(self, rollout_id: int) -> str:
-        """Atomic DCP checkpoint of model, optimizer, scheduler, RNG and counters under `save`. Collective."""
+        """Atomic DCP checkpoint of model(s), optimizer(s), scheduler(s), RNG and counters under `save`. Collective."""
         if self.config.save is None:
             raise ConfigError("`save` is None; set --save to the checkpoint folder before saving.")
         self._require_onloaded("save_checkpoint")
         extra = {"rollout_id": rollout_id, "global_step": self.global_step, "scheduler": self.scheduler.state_dict()}
-        return str(checkpoint.save(self.config.save, rollout_id, self.model, self.optimizer, extra))
+        if self.critic is not None:
+            extra["critic_scheduler"] = self.critic.scheduler.state_dict()
+        return str(checkpoint.save(self.config.save, rollout_id, self._checkpoint_parts(), extra))
 
     def load_checkpoint(self, path: str | Path) -> int:
-        """Resume from a `save_checkpoint` folder (root or `iter_*`); return its rollout id. Collective."""
+        """Resume from a `save_checkpoint` folder (root or `iter_*`); return its rollout id. Collective.
+
+        A checkpoint without a critic leaves the critic as built (from `critic_load` / `hf_checkpoint`).
+        """
         self._require_onloaded("load_checkpoint")
-        extra = checkpoint.load(path, self.model, self.optimizer)
+        extra = checkpoint.load(path, self._checkpoint_parts())
         self.scheduler.load_state_dict(extra["scheduler"])
+        if self.critic is not None and "critic" in extra["parts"]:
+            self.critic.scheduler.load_state_dict(extra["critic_scheduler"])
         self.global_step = int(extra["global_step"])
         self.start_rollout_id = int(extra["rollout_id"]) + 1
         return int(extra["rollout_id"])
 
     def offload(self) -> None:
-        """Move parameters, gradients and optimizer state to host memory (colocate)."""
+        """Move parameters, gradients and optimizer state (actor and critic) to host memory (colocate)."""
         self._offloader.offload()
+        if self.critic is not None:
+            self.critic.offloader.offload()
 
     def onload(self) -> None:
         """Inverse of `offload`."""
         self._offloader.onload()
+        if self.critic is not None:
+            self.critic.offloader.onload()
 
 
 def _summarise(per_step: Sequence[dict[str, float]], tokens: int, elapsed: float, dropped: int) -> dict[str, float]:
     keys = sorted({k for step in per_step for k in step})
     out = {f"train/{k}": sum(step.get(k, 0.0) for step in per_step) / len(per_step) for k in keys}
-    out["train/lr"] = per_step[-1]["lr"]
+    if "lr" in per_step[-1]:  # absent when only the critic trained
+        out["train/lr"] = per_step[-1]["lr"]
     out |= {"train/num_steps": float(len(per_step)), "train/dropped_samples": float(dropped)}
     out |= {"perf/train_time_s": elapsed, "perf/tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0}
     return out

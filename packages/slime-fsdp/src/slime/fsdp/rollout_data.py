@@ -1,4 +1,4 @@
-"""Per-sample tensors of one rollout batch (masks, log-probs, advantages) and the advantage computation.
+"""Per-sample tensors of one rollout batch (masks, log-probs, values, advantages) and the advantage computation.
 
 Everything is a list indexed like `RolloutBatch.samples`, each entry one `[R_i]` float32 CPU tensor over the
 sample's response tokens, so micro-batches of any plan can gather their slice. Advantages are computed
@@ -29,21 +29,34 @@ class RolloutTensors:
     rollout_log_probs: PerSample | None = None
     old_log_probs: PerSample | None = None
     ref_log_probs: PerSample | None = None
+    teacher_log_probs: PerSample | None = None
+    """OPD: the teacher's log-probs (from the batch with opd_type=sglang, computed with opd_type=megatron)."""
+    values: PerSample | None = None
+    """PPO: the critic's values before this call's updates (V_old of the value clip)."""
     advantages: PerSample | None = None
     returns: PerSample | None = None
+    opd_reverse_kl: PerSample | None = None
+    """OPD: old - teacher log-probs per token, the term `opd_kl_coef` scales (logged, not trained on)."""
 
     @classmethod
     def from_batch(cls, batch: RolloutBatch) -> RolloutTensors:
-        """Masks and (when every sample has them) the engine's log-probs."""
+        """Masks and (when every sample has them) the engine's and the SGLang teacher's log-probs."""
         masks = [torch.tensor(s.loss_mask, dtype=torch.float32) for s in batch.samples]
-        rollout = None
-        if all(s.rollout_log_probs is not None for s in batch.samples):
-            rollout = [torch.tensor(s.rollout_log_probs, dtype=torch.float32) for s in batch.samples]
-        return cls(loss_masks=masks, rollout_log_probs=rollout)
+        return cls(
+            loss_masks=masks,
+            rollout_log_probs=_per_sample([s.rollout_log_probs for s in batch.samples]),
+            teacher_log_probs=_per_sample([s.teacher_log_probs for s in batch.samples]),
+        )
 
     def mask_sums(self) -> list[float]:
         """Loss-mask tokens of each sample (the per-sample denominators before clamping)."""
         return [float(m.sum()) for m in self.loss_masks]
+
+
+def _per_sample(values: list[tuple[float, ...] | None]) -> PerSample | None:
+    if any(v is None for v in values):
+        return None
+    return [torch.tensor(v, dtype=torch.float32) for v in values]
 
 
 def cat_packed(per_sample: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
@@ -64,7 +77,10 @@ def _optional_cat(per_sample: PerSample | None) -> Tensor | None:
 
 
 def fill_advantages(config: LossConfig, batch: RolloutBatch, data: RolloutTensors, plugins: LossPlugins) -> None:
-    """Set `data.advantages` and `data.returns` for every sample of `batch` (slime.loss.compute_advantages)."""
+    """Set `data.advantages` and `data.returns` for every sample of `batch` (slime.loss.compute_advantages).
+
+    With `use_opd` it also sets `data.opd_reverse_kl` (old - teacher), the term slime.loss subtracts.
+    """
     loss_mask, cu = cat_packed(data.loss_masks)
     advantages, returns = compute_advantages(
         config,
@@ -74,7 +90,12 @@ def fill_advantages(config: LossConfig, batch: RolloutBatch, data: RolloutTensor
         loss_mask=loss_mask,
         old_log_probs=_optional_cat(data.old_log_probs),
         ref_log_probs=_optional_cat(data.ref_log_probs),
+        values=_optional_cat(data.values),
+        teacher_log_probs=_optional_cat(data.teacher_log_probs) if config.use_opd else None,
         plugins=plugins,
     )
     data.advantages = split_packed(advantages.float(), cu)
     data.returns = split_packed(returns.float(), cu)
+    if config.use_opd and data.old_log_probs is not None and data.teacher_log_probs is not None:
+        pairs = zip(data.old_log_probs, data.teacher_log_probs, strict=True)
+        data.opd_reverse_kl = [old - teacher for old, teacher in pairs]

@@ -1,7 +1,7 @@
-"""Host-memory copies of this rank's parameter shards, by tag (`actor`, `ref`), swapped into the live model.
+"""Host-memory copies of this rank's parameter shards, by tag (`actor`, `ref`, `teacher`), swapped into the model.
 
-This is how the reference model costs no accelerator memory: its shards live in (pinned) host memory and
-are copied into the same FSDP parameters for the reference forward, then the actor's shards are copied
+This is how the reference and the OPD teacher cost no accelerator memory: their shards live in (pinned) host
+memory and are copied into the same FSDP parameters for their forward, then the actor's shards are copied
 back. Each tag costs host RAM of one float32 copy of this rank's shards. Only parameters are kept
 (buffers such as rotary tables do not change in training). It does not load or save files.
 """
@@ -81,7 +81,7 @@ class WeightBackup:
         store: dict[str, Tensor] = {}
         for name, param in self._params().items():
             if name not in state_dict:
-                raise DataError(f"{source}: no tensor {name!r}; the reference checkpoint must match the actor's model.")
+                raise DataError(f"{source}: no tensor {name!r}; the checkpoint must have the actor's architecture.")
             full = state_dict[name]
             if tuple(full.shape) != tuple(param.shape):
                 raise DataError(f"{source}: {name!r} has shape {tuple(full.shape)}, the model {tuple(param.shape)}.")
