@@ -24,8 +24,12 @@ def run_scenario(scenario: dict[str, Any], info: DistInfo) -> dict[str, Any]:
     policy = FSDPPolicy(config, info)
     result: dict[str, Any] = {"world_size": info.world_size}
     result["log_probs"] = policy.compute_log_probs(batches[0])
+    if policy.critic is not None:
+        result["values"] = policy.compute_values(batches[0])
     result["metrics"] = [dict(policy.train(i, batch)) for i, batch in enumerate(batches)]
     result["weights"] = {name: tensor.clone() for name, tensor in policy.export_weights()}
+    if policy.critic is not None:
+        result["critic_weights"] = policy.critic.full_weights()
     if config.save is not None:
         result["checkpoint"] = policy.save_checkpoint(len(batches) - 1)
     return result

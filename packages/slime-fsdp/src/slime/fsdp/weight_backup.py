@@ -47,6 +47,15 @@ class WeightBackup:
     def __contains__(self, tag: str) -> bool:
         return tag in self._tags
 
+    @property
+    def tags(self) -> frozenset[str]:
+        """The tags held right now."""
+        return frozenset(self._tags)
+
+    def host_tensors(self, tag: str) -> Mapping[str, Tensor]:
+        """The host copies of `tag`, by parameter name (read-only view; do not modify)."""
+        return self._tags[tag]
+
     @torch.no_grad()
     def save(self, tag: str) -> None:
         """Copy the live shards into host memory under `tag` (reusing the buffers of an earlier save)."""
