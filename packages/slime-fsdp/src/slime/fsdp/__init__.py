@@ -1,6 +1,7 @@
-"""slime.fsdp: The torch-native trainer: FSDP2 over a transformers causal LM, DCP checkpoints, LoRA via peft."""
+"""slime.fsdp: The torch-native trainer: FSDP2 over a transformers causal LM (+ PPO critic), DCP, LoRA via peft."""
 
 from slime.fsdp.config import FSDPConfig
+from slime.fsdp.critic import FSDPCritic
 from slime.fsdp.distributed import DistInfo, init_distributed
 from slime.fsdp.optimizer import learning_rate
 from slime.fsdp.packed_attention import ATTN_IMPLEMENTATION, register_packed_attention
@@ -13,6 +14,7 @@ __all__ = [
     "BatchingPlan",
     "DistInfo",
     "FSDPConfig",
+    "FSDPCritic",
     "FSDPPolicy",
     "PackedBatch",
     "init_distributed",
