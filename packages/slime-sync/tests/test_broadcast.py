@@ -110,3 +110,12 @@ def test_receiver_rules_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
         BroadcastReceiver(lambda items: None, rank=0)
     with pytest.raises(ValueError, match="world_size"):
         BroadcastSender(lambda p: None, world_size=1)
+
+
+def test_sglang_layouts_are_refused_by_our_receiver_and_checked_by_the_sender() -> None:
+    receiver = BroadcastReceiver(lambda items: None, rank=1)
+    header = {"format": "slime.sync/1", "transport": "broadcast", "version": 1, "op": "update"}
+    with pytest.raises(WeightSyncError, match="layout='buckets'"):
+        receiver.apply({**header, "buckets": [], "num_buckets": 0, "layout": "tensors"})
+    with pytest.raises(ValueError, match="layout='flat'"):
+        BroadcastSender(lambda p: None, world_size=2, layout="flat")

@@ -4,7 +4,9 @@ One `aiohttp.ClientSession` per client (created in the running event loop, re-cr
 carries every call. `generate` goes to the client's URL (a router spreads it over its workers);
 control calls (abort, flush, weight updates, memory release) go to every worker directly, because routers do
 not forward them. Workers come from `worker_urls` when given, else from the router's `GET /workers`, else the
-URL itself is the one worker. Every failure raises `EngineError` (`WeightSyncError` for weight updates) naming
+URL itself is the one worker. `deliver_weights` sends a `slime.sync` payload as is to our local server
+(`backend="local"`), or translated into stock SGLang's own calls (`backend="sglang"`, see
+`slime.sglang.native_weights`). Every failure raises `EngineError` (`WeightSyncError` for weight updates) naming
 the URL, the route and the engine's answer. It implements `slime.types.GenerationEngine`; it does not start or
 stop processes.
 """
@@ -18,7 +20,9 @@ from typing import Any
 
 import aiohttp
 
+from slime.sglang.native_weights import deliver_native
 from slime.sglang.protocol import generate_body, parse_generate_response
+from slime.sglang.server_args import MODULES, Backend
 from slime.types import ContractError, EngineError, GenerateOutput, Sample, SamplingParams, Status, WeightSyncError
 
 Payload = Mapping[str, Any] | Callable[[int, str], Mapping[str, Any]]
@@ -44,6 +48,9 @@ class EngineClient:
         max_connections: connection-pool size (slime: `--sglang-server-concurrency` x engines).
         request_timeout_s: limit for one `/generate` call; None waits as long as the engine takes.
         control_timeout_s: limit for other calls (weight loads included).
+        backend: what serves the workers: `local` (takes slime.sync payloads) or `sglang` (stock SGLang: payloads
+            are translated into its own weight-update calls).
+        tp_size: GPUs per SGLang engine (its TP ranks each join a weight group and take a tensor copy).
     """
 
     def __init__(
@@ -54,7 +61,14 @@ class EngineClient:
         max_connections: int = 1024,
         request_timeout_s: float | None = None,
         control_timeout_s: float = 600.0,
+        backend: Backend = "local",
+        tp_size: int = 1,
     ) -> None:
+        if backend not in MODULES:
+            raise ContractError(f"`backend` {backend!r} is not one of {sorted(MODULES)}.")
+        if tp_size < 1:
+            raise ContractError(f"`tp_size` must be >= 1 (got {tp_size}); pass the engines' --tp-size.")
+        self.backend, self.tp_size = backend, tp_size
         self.url = url.rstrip("/")
         self._workers = None if worker_urls is None else [u.rstrip("/") for u in worker_urls]
         self._max_connections = max_connections
@@ -155,11 +169,15 @@ class EngineClient:
         await self.post_each("/resume_memory_occupation", {"tags": None if tags is None else list(tags)})
 
     async def deliver_weights(self, payload: Mapping[str, Any]) -> list[Any]:
-        """Hand one `slime.sync` payload to every worker on the route of its transport (a sender's `deliver`).
+        """Hand one `slime.sync` payload to every worker (a sender's `deliver`).
 
-        A broadcast `init` gets each worker's rank in the weight group as SGLang's `rank_offset` (1, 2, ...
-        in worker order; the trainer is rank 0), so the sender's `world_size` is 1 + the number of workers.
+        Local backend: the payload goes as is on the route of its transport; a broadcast `init` gets each
+        worker's rank in the weight group as SGLang's `rank_offset` (1, 2, ... in worker order; the trainer is
+        rank 0), so the sender's `world_size` is 1 + the number of workers. SGLang backend: see
+        `slime.sglang.native_weights.deliver_native` (pause, flush, one call per bucket, continue).
         """
+        if self.backend == "sglang":
+            return await deliver_native(self, payload, tp_size=self.tp_size)
         key = (str(payload.get("transport")), str(payload.get("op", "update")))
         if key not in WEIGHT_ROUTES:
             raise WeightSyncError(f"no engine route for slime.sync payload {key}; known: {sorted(WEIGHT_ROUTES)}")

@@ -69,8 +69,12 @@ class EngineGroup:
     def client(self) -> EngineClient:
         """The shared client (close it with `await group.client.close()` in the loop that used it)."""
         if self._client is None:
+            engine = self.config.engine
             self._client = EngineClient(
-                self.router_url, max_connections=self.config.server_concurrency * self.config.num_engines
+                self.router_url,
+                max_connections=self.config.server_concurrency * self.config.num_engines,
+                backend=engine.backend,
+                tp_size=engine.tp_size,
             )
         return self._client
 

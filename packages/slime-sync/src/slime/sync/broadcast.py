@@ -7,6 +7,12 @@ broadcasts; `deliver` may block until the engines applied (a plain HTTP post) or
 receiver that refuses a version still receives the buckets (the broadcast is collective) and drops them.
 If a broadcast fails (a peer died, the timeout passed) the group is torn down on both sides and the next
 publish rebuilds it.
+
+What one bucket puts on the wire is the sender's `layout` (the `update` payload names it): `buckets` (ours,
+what `BroadcastReceiver` takes) sends the bucket's aligned byte buffer in one broadcast; `tensors` sends each
+tensor in manifest order with its own dtype and shape (SGLang's `/update_weights_from_distributed` receiver);
+`flattened` sends the bucket's tensors back to back without padding in one uint8 broadcast (SGLang's
+`load_format="flattened_bucket"`, its `FlattenedTensorBucket` layout).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import torch
 
 from slime.sync.buckets import (
     DEFAULT_BUCKET_BYTES,
+    BucketManifest,
     TensorSpec,
     flatten_bucket,
     parse_manifests,
@@ -41,6 +48,8 @@ from slime.sync.handshake import (
 from slime.types import ConfigError, WeightSyncError
 
 TRANSPORT = "broadcast"
+LAYOUTS = ("buckets", "tensors", "flattened")
+"""How a bucket's bytes are broadcast (see the module docstring)."""
 
 
 class _Delivery(threading.Thread):
@@ -80,6 +89,7 @@ class BroadcastSender:
         master_addr / master_port: the rendezvous this process hosts (port 0: any free port).
         bucket_bytes / max_payload_bytes / checksums: as for `SharedMemorySender`.
         timeout_s: bound on the rendezvous, each broadcast and each acknowledgement.
+        layout: one of `LAYOUTS`; `buckets` for slime.sync receivers, `tensors` or `flattened` for SGLang.
     """
 
     def __init__(
@@ -95,6 +105,7 @@ class BroadcastSender:
         max_payload_bytes: int | None = None,
         checksums: bool = False,
         timeout_s: float = 600.0,
+        layout: str = "buckets",
     ) -> None:
         if world_size < 2:
             raise ConfigError(f"world_size={world_size} must count the trainer and at least one engine rank.")
@@ -103,22 +114,26 @@ class BroadcastSender:
         self._backend = backend or ("nccl" if self._device.type == "cuda" else "gloo")
         self._addr, self._port, self._timeout = master_addr, master_port, timeout_s
         self._bucket_bytes, self._max_payload_bytes, self._checksums = bucket_bytes, max_payload_bytes, checksums
+        if layout not in LAYOUTS:
+            raise ConfigError(f"layout={layout!r} must be one of {LAYOUTS}: `buckets` for slime.sync receivers, "
+                              "`tensors` (or `flattened`) for SGLang engines.")  # fmt: skip
+        self._layout = layout
         self._group: WeightGroup | None = None
+        self._group_name = ""
         self._last: int | None = None
 
     def _header(self, op: str, version: int | None = None, part: int = 0, num_parts: int = 1) -> dict[str, Any]:
         v = version if version is not None else max(self._last or 0, 0)
-        return {**PayloadHeader(TRANSPORT, v, part, num_parts).to_dict(), "op": op}
+        return {**PayloadHeader(TRANSPORT, v, part, num_parts).to_dict(), "op": op, "group": self._group_name}
 
     def connect(self) -> None:
         """Create the group: host the store, tell the engines to join, join as rank 0."""
         if self._group is not None:
             return
-        name = uuid.uuid4().hex
+        name = self._group_name = uuid.uuid4().hex
         store = host_store(self._addr, self._port, self._world_size, self._timeout)
         payload = {
             **self._header("init"),
-            "group": name,
             "master_addr": self._addr,
             "master_port": store.port,
             "world_size": self._world_size,
@@ -158,13 +173,13 @@ class BroadcastSender:
                     **self._header("update", version, index, len(parts)),
                     "buckets": [m.to_dict() for m in part],
                     "num_buckets": len(part),
+                    "layout": self._layout,
                 }
                 if self._checksums:
                     payload["checksums"] = checksums_of((n, tensors[n]) for m in part for n in m.names)
                 delivery = _Delivery(self._deliver, payload)
                 for manifest in part:
-                    if manifest.nbytes:
-                        self._group.broadcast(flatten_bucket(manifest, tensors, device=self._device))
+                    self._broadcast_bucket(self._group, manifest, tensors)
                 if self._device.type == "cuda":
                     torch.cuda.synchronize(self._device)
                 delivery.finish(self._timeout)
@@ -175,6 +190,21 @@ class BroadcastSender:
         self._last = version
         nbytes = sum(m.nbytes for m in manifests)
         return publish_stats(nbytes, started, num_buckets=float(len(manifests)), num_parts=float(len(parts)))
+
+    def _broadcast_bucket(
+        self, group: WeightGroup, manifest: BucketManifest, tensors: Mapping[str, torch.Tensor]
+    ) -> None:
+        if self._layout == "buckets":
+            if manifest.nbytes:
+                group.broadcast(flatten_bucket(manifest, tensors, device=self._device))
+            return
+        # SGLang's receivers post one broadcast per tensor (or per bucket) even for empty ones: so do we.
+        on_device = [tensors[name].detach().to(self._device).contiguous() for name in manifest.names]
+        if self._layout == "tensors":
+            for tensor in on_device:
+                group.broadcast(tensor)
+        else:
+            group.broadcast(torch.cat([t.reshape(-1).view(torch.uint8) for t in on_device]))
 
     def _drop_group(self, *, broken: bool = False) -> None:
         if self._group is not None:
@@ -251,6 +281,11 @@ class BroadcastReceiver(VersionedReceiver):
             self._group = None
 
     def _receive(self, payload: Mapping[str, Any]) -> list[tuple[str, torch.Tensor]]:
+        layout = payload.get("layout", "buckets")
+        if layout != "buckets":
+            raise WeightSyncError(f"broadcast payload `layout` is {layout!r}; slime.sync receivers take only "
+                                  "'buckets' (tensors/flattened are for SGLang engines): build the sender with "
+                                  "layout='buckets'.")  # fmt: skip
         if self._group is None:
             raise WeightSyncError("broadcast update before init: this receiver is in no weight group.")
         manifests = parse_manifests(payload.get("buckets"), payload.get("num_buckets"))

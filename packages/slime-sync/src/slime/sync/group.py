@@ -5,6 +5,9 @@ it neither needs nor disturbs the default group that the trainer (Megatron, FSDP
 tensor parallelism) already has. Rank 0 hosts the store; `master_port=0` lets the OS pick a free port, which
 `WeightGroup.host_store` reports before anyone joins. Only broadcast is offered, since that is all weight
 sync needs. Every wait is bounded by the group's timeout, so a dead peer turns into an error, not a hang.
+The store keys and the start-up handshake are those of a torch group made from a `tcp://` rendezvous plus
+`_new_process_group_helper`, which is how SGLang's `init_custom_process_group` (and OpenRLHF's, and slime's)
+makes its weight-update group, so an SGLang engine joins our rank 0 unchanged (see `c10d_group_store`).
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ class WeightGroup:
             if store is None:
                 store = dist.TCPStore(master_addr, master_port, world_size, is_master=False, timeout=timeout)
             self._store = store
-            prefixed = dist.PrefixStore(f"slime-sync/{group_name}/", store)
+            prefixed = c10d_group_store(store, group_name, backend)
             self._backend = _make_backend(backend, prefixed, rank, world_size, timeout, master_addr)
         except (RuntimeError, ValueError) as exc:  # torch raises DistStoreError / DistBackendError (RuntimeErrors)
             raise WeightSyncError(
@@ -99,6 +102,18 @@ class WeightGroup:
         self._store = None
 
 
+def c10d_group_store(store: dist.Store, group_name: str, backend: str) -> dist.Store:
+    """The view of `store` that torch gives the backend of group `group_name` created the SGLang way.
+
+    SGLang's `init_custom_process_group(backend, init_method="tcp://addr:port", world_size, rank, group_name)`
+    wraps the rendezvous store in `PrefixStore(group_name)`; torch's `_new_process_group_helper` adds
+    `PrefixStore(f"{group_name}/")` for the group and `PrefixStore(f"{device}/")` for its one backend
+    (`cpu` for gloo, `cuda` for nccl). Every rank must see the same keys, so ours nests the same three.
+    """
+    device = "cpu" if backend == "gloo" else "cuda"
+    return dist.PrefixStore(f"{device}/", dist.PrefixStore(f"{group_name}/", dist.PrefixStore(group_name, store)))
+
+
 def _make_backend(
     backend: str, store: dist.Store, rank: int, world_size: int, timeout: datetime.timedelta, master_addr: str
 ) -> dist.Backend:
@@ -112,10 +127,13 @@ def _make_backend(
         )
         opts._devices = [device]
         opts._timeout = timeout
-        return dist.ProcessGroupGloo(store, rank, world_size, opts)
+        gloo = dist.ProcessGroupGloo(store, rank, world_size, opts)
+        gloo._set_sequence_number_for_group()  # as _new_process_group_helper does; peers wait for rank 0's key
+        return gloo
     if not dist.is_nccl_available():
         raise ConfigError("backend='nccl' needs a CUDA build of torch; use 'gloo' on CPU.")
     opts = dist.ProcessGroupNCCL.Options()
+    opts.is_high_priority_stream = False  # torch's default for a new group, as SGLang's side gets
     opts._timeout = timeout
     nccl = dist.ProcessGroupNCCL(store, rank, world_size, opts)
     nccl._set_sequence_number_for_group()  # as init_process_group does; a store collective over all ranks

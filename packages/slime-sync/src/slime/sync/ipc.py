@@ -96,13 +96,26 @@ def _unb64(text: Any) -> bytes:
         raise WeightSyncError(f"garbled base64 field in a memory handle: {text!r:.80}") from exc
 
 
-def _open_cpu(handle: Mapping[str, Any]) -> torch.Tensor:
-    manager, name, size = _unb64(handle["manager"]), _unb64(handle["name"]), handle["nbytes"]
+def cpu_shm_location(handle: Mapping[str, Any]) -> tuple[bytes, bytes, int]:
+    """The `(manager socket, segment name, bytes)` of a `cpu_shm` handle, checked to be torch's own naming.
+
+    Raises:
+        WeightSyncError: a field is missing or garbled, or the names are not ones torch's manager hands out.
+    """
+    try:
+        manager, name, size = _unb64(handle["manager"]), _unb64(handle["name"]), handle["nbytes"]
+    except (KeyError, TypeError) as exc:
+        raise WeightSyncError(f"cpu_shm handle lacks a field ({type(exc).__name__}: {exc}).") from exc
     # Only names torch's own shared-memory manager hands out; never an arbitrary file.
     if not _SHM_NAME.fullmatch(name) or not manager.endswith(b"/manager.sock") or b"\0" in manager:
         raise WeightSyncError("shared-memory handle does not look like one torch created.")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise WeightSyncError(f"shared-memory handle size {size!r} is not a byte count.")
+    return manager, name, size
+
+
+def _open_cpu(handle: Mapping[str, Any]) -> torch.Tensor:
+    manager, name, size = cpu_shm_location(handle)
     storage = torch.UntypedStorage._new_shared_filename_cpu(manager, name, size)
     return torch.empty(0, dtype=torch.uint8).set_(storage, 0, (size,), (1,))
 
@@ -155,14 +168,34 @@ def _local_device_index(uuid: str, fallback: int) -> int:
     return fallback
 
 
-def _open_cuda(handle: Mapping[str, Any]) -> torch.Tensor:
-    fields = handle["fields"]
+def cuda_ipc_reduction(handle: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of torch's `rebuild_cuda_tensor` that a `cuda_ipc` handle encodes (a flat uint8
+    buffer; `requires_grad` forced off). `storage_device` is the sender's device index; the handle's
+    `device_uuid` names the device independently of `CUDA_VISIBLE_DEVICES`.
+
+    Raises:
+        WeightSyncError: the fields do not match this torch's reduction, or describe anything but a uint8 tensor.
+    """
+    fields = handle.get("fields")
     if not isinstance(fields, Mapping) or set(fields) != set(_CUDA_PARAMS):
         raise WeightSyncError("CUDA IPC handle fields do not match this torch version's reduction.")
     kwargs = {name: _decode(fields[name]) for name in _CUDA_PARAMS}
     if kwargs["tensor_cls"] is not torch.Tensor or kwargs["dtype"] is not torch.uint8:
         raise WeightSyncError("CUDA IPC handle must describe a plain uint8 tensor.")
     kwargs["requires_grad"] = False
+    return kwargs
+
+
+def cuda_ipc_class_name(cls: type) -> str:
+    """The dotted name under which a class of a CUDA IPC reduction travels (`"torch.storage.TypedStorage"`)."""
+    for name, known in _CLASSES.items():
+        if known is cls:
+            return name
+    raise WeightSyncError(f"class {cls!r} is not one a CUDA IPC reduction may name.")
+
+
+def _open_cuda(handle: Mapping[str, Any]) -> torch.Tensor:
+    kwargs = cuda_ipc_reduction(handle)
     kwargs["storage_device"] = _local_device_index(str(handle.get("device_uuid", "")), kwargs["storage_device"])
     tensor = rebuild_cuda_tensor(**kwargs)
     if tensor.dim() != 1 or not tensor.is_contiguous():
