@@ -55,6 +55,15 @@ class GroupRewardFn(Protocol):
         ...
 
 
+class RewardPostProcessFn(Protocol):
+    """`--custom-reward-post-process-path`: turn the rollout's raw rewards into training rewards (slime's hook)."""
+
+    def __call__(self, args: Any, samples: list[Sample], **kwargs: Any) -> tuple[list[float], list[float]]:
+        """Return `(raw_rewards, rewards)`, one of each per sample in order; `rewards` replace the group
+        normalisation. It may fill per-sample fields too (OPD's post-process sets `teacher_log_probs`)."""
+        ...
+
+
 class RolloutFn(Protocol):
     """`--rollout-function-path`: replace the whole rollout."""
 

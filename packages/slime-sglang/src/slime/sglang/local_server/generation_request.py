@@ -2,7 +2,11 @@
 
 It parses SGLang's request fields, tracks the tokens and log-probs produced so far, decides when the request
 is finished (SGLang's order: length, then stop string, then stop token; `ignore_eos` disables token stops) and
-renders SGLang's response (`text`, `output_ids`, `meta_info`). It does not run the model or sample.
+renders SGLang's response (`text`, `output_ids`, `meta_info`). With `return_logprob` and `logprob_start_len=L`
+(sglang 0.5.17 `scheduler.py` / `logprob_result_processor.py`) `meta_info.input_token_logprobs` has one
+`[logprob, token_id, null]` entry per input token from position L on, the first logprob always null, entry j
+the log-prob of `input_ids[L + j]` given the tokens before it (no temperature); L = -1 (the default) means
+none. It does not run the model or sample.
 """
 
 from __future__ import annotations
@@ -70,6 +74,10 @@ class GenerationRequest:
     skip_special_tokens: bool = True
     no_stop_trim: bool = False
     return_logprob: bool = False
+    logprob_start_len: int = 0
+    """First input position reported in `input_token_logprobs` (`len(input_ids)`: none), already resolved."""
+    input_logprobs: list[float] = dataclasses.field(default_factory=list)
+    """Log-probs of `input_ids[logprob_start_len + 1:]`, filled by the scheduler when `needs_input_logprobs`."""
     output_ids: list[int] = dataclasses.field(default_factory=list)
     output_logprobs: list[float] = dataclasses.field(default_factory=list)
     finish_reason: dict[str, Any] | None = None
@@ -79,6 +87,11 @@ class GenerationRequest:
     created: float = dataclasses.field(default_factory=time.monotonic)
     on_done: Callable[[GenerationRequest], None] | None = None
     done: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+    @property
+    def needs_input_logprobs(self) -> bool:
+        """Whether the model must score input tokens (more than the always-null first entry)."""
+        return self.return_logprob and self.logprob_start_len < len(self.input_ids) - 1
 
     def append(self, token: int, logprob: float, tokenizer: Any) -> None:
         """Record one sampled token and set `finish_reason` when the request is complete."""
@@ -106,7 +119,9 @@ class GenerationRequest:
             "e2e_latency": time.monotonic() - self.created,
         }
         if self.return_logprob:
-            meta["input_token_logprobs"] = []
+            inputs = self.input_ids[self.logprob_start_len :]
+            values = [None, *self.input_logprobs] if inputs else []
+            meta["input_token_logprobs"] = [[lp, tok, None] for lp, tok in zip(values, inputs, strict=True)]
             meta["output_token_logprobs"] = [
                 [lp, tok, None] for lp, tok in zip(self.output_logprobs, self.output_ids, strict=True)
             ]
@@ -166,7 +181,23 @@ def parse_generate_body(
         skip_special_tokens=bool(params.get("skip_special_tokens", True)),
         no_stop_trim=bool(params.get("no_stop_trim", False)),
         return_logprob=bool(body.get("return_logprob")),
+        logprob_start_len=_logprob_start_len(body, len(input_ids)),
     )
+
+
+def _logprob_start_len(body: Mapping[str, Any], num_input: int) -> int:
+    """SGLang's resolution: ignored without `return_logprob`; -1 (the default) means no input positions."""
+    start = body.get("logprob_start_len")
+    if not body.get("return_logprob") or start is None or start == -1:
+        return num_input
+    if not isinstance(start, int) or isinstance(start, bool) or start < -1:
+        raise RequestError(f"logprob_start_len must be an int >= -1, got {start!r}")
+    if start > num_input:
+        raise RequestError(
+            f"logprob_start_len={start} is higher than the number of input tokens {num_input}. "
+            "Please use a smaller logprob_start_len."
+        )
+    return start
 
 
 def _input_ids(body: Mapping[str, Any], tokenizer: Any, vocab_size: int) -> list[int]:

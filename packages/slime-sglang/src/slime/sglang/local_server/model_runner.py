@@ -62,6 +62,21 @@ class ModelRunner:
         return batch, out.logits[:, -1].float().cpu()
 
     @torch.inference_mode()
+    def input_logprobs(self, input_ids: Sequence[int], first: int) -> list[float]:
+        """Log-probs of `input_ids[k]` given `input_ids[:k]` for k = `first` .. end (`first` >= 1; fp32 softmax).
+
+        One forward of the whole sequence without padding or cache (the `/generate` prompt-scoring path).
+        """
+        if first < 1:
+            raise ValueError(f"first must be >= 1 (nothing predicts input_ids[0]), got {first}")
+        ids = torch.tensor([list(input_ids)], dtype=torch.long, device=self.device)
+        # logits at positions first-1 .. n-1; the last one predicts a token after the input and is dropped
+        out = self.model(input_ids=ids, use_cache=False, logits_to_keep=len(input_ids) - first + 1)
+        logprobs = torch.log_softmax(out.logits[0, :-1].float(), dim=-1)
+        targets = ids[0, first:]
+        return logprobs.gather(-1, targets[:, None])[:, 0].cpu().tolist()
+
+    @torch.inference_mode()
     def decode(self, batch: KVBatch, tokens: torch.Tensor) -> tuple[KVBatch, torch.Tensor]:
         """Feed one token per row (`tokens` [B]); return the grown cache and the next-token logits [B, V]."""
         from transformers.cache_utils import DynamicCache

@@ -156,6 +156,7 @@ class Scheduler:
 
     def _admit(self) -> list[GenerationRequest]:
         admitted: list[GenerationRequest] = []
+        prefill_only: list[GenerationRequest] = []
         budget = self.max_prefill_tokens
         with self._cond:
             while self._waiting and len(self._rows) + len(admitted) < self.max_batch_size:
@@ -164,12 +165,30 @@ class Scheduler:
                     break
                 self._waiting.popleft()
                 if request.max_new_tokens == 0:
-                    request.finish_reason = {"type": "length", "length": 0}
-                    self._complete(request)
+                    prefill_only.append(request)
                     continue
                 budget -= len(request.input_ids)
                 admitted.append(request)
-        return admitted
+        for request in (*prefill_only, *admitted):
+            self._score_input(request)  # outside the lock: HTTP threads keep submitting meanwhile
+        for request in prefill_only:
+            if request.error is None:
+                request.finish_reason = {"type": "length", "length": 0}
+            self._complete(request)
+        for request in admitted:
+            if request.error is not None:
+                self._complete(request)
+        return [r for r in admitted if r.error is None]
+
+    def _score_input(self, request: GenerationRequest) -> None:
+        """Fill `input_logprobs` when asked for; a model error fails this request only."""
+        if not request.needs_input_logprobs:
+            return
+        try:
+            request.input_logprobs = self.runner.input_logprobs(request.input_ids, request.logprob_start_len + 1)
+        except Exception as exc:  # reported to the client as HTTP 500; the server goes on
+            logger.exception("input log-probs failed")
+            request.error = f"input log-probs failed: {exc!r}"
 
     def _sample_into(self, rows: list[GenerationRequest], logits: torch.Tensor) -> torch.Tensor:
         tokens, logprobs = sample(logits, [r.sampling for r in rows], self._generator)

@@ -3,7 +3,8 @@
 Entry points: `generate_rollout` (the `--rollout-function-path` default; `RolloutFn`), `eval_rollout`,
 `sft_rollout`, and `generate` (the default per-sample `GenerateFn`, which custom generate functions may
 wrap; `call_router` / `apply_output` are its building blocks). `RolloutFunctions.from_args(args)` resolves
-and checks every plugin path once at start-up.
+and checks every plugin path once at start-up. `apply_reward_post_process` is the orchestrator's
+`--custom-reward-post-process-path` step after a rollout.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from slime.sglang.rollout.eval_rollout import (
 from slime.sglang.rollout.functions import SLIME_PATH_ALIASES, RolloutFunctions
 from slime.sglang.rollout.metrics import pass_at_k
 from slime.sglang.rollout.prompt import prompt_token_ids
+from slime.sglang.rollout.reward_post_process import apply_reward_post_process, load_reward_post_process
 from slime.sglang.rollout.runtime import RolloutRuntime, load_tokenizer, run_on_rollout_loop, shutdown_rollout_runtimes
 from slime.sglang.rollout.sampling import sampling_params_from_args
 from slime.sglang.rollout.sft_rollout import sft_rollout, sft_sample
@@ -35,6 +37,7 @@ __all__ = [
     "RolloutGroups",
     "RolloutRuntime",
     "apply_output",
+    "apply_reward_post_process",
     "assistant_spans",
     "call_router",
     "chat_tokens_and_loss_mask",
@@ -46,6 +49,7 @@ __all__ = [
     "generate",
     "generate_rollout",
     "generate_rollout_async",
+    "load_reward_post_process",
     "load_tokenizer",
     "pass_at_k",
     "prompt_token_ids",

@@ -6,7 +6,8 @@
 wrong signature raises `ContractError` / `ConfigError` naming the flag before any engine work. Results are
 cached per distinct set of those flag values, so every rollout reuses them. slime's own default paths
 (`slime.rollout.sglang_rollout.generate_rollout`, `slime.rollout.sft_rollout.generate_rollout`, the
-`filter_hub` filters) are mapped to this package's equivalents so existing launch scripts keep working.
+`filter_hub` filters, the on-policy distillation reward and post-process) are mapped to this package's
+equivalents so existing launch scripts keep working.
 Per-sample overrides (`sample.generate_function_path` / `sample.custom_rm_path`, set by eval datasets) are
 resolved on first use and cached the same way.
 """
@@ -39,6 +40,10 @@ SLIME_PATH_ALIASES: dict[str, str] = {
     "slime.rollout.sft_rollout.generate_rollout": "slime.sglang.rollout:sft_rollout",
     "slime.rollout.rm_hub.async_rm": "slime.sglang.rewards:rm_hub_reward",
     "slime.rollout.rm_hub.batched_async_rm": "slime.sglang.rewards:batched_rm_hub_reward",
+    "slime.rollout.on_policy_distillation.reward_func": "slime.sglang.rewards.on_policy_distillation:reward_func",
+    "slime.rollout.on_policy_distillation.post_process_rewards": (
+        "slime.sglang.rewards.on_policy_distillation:post_process_rewards"
+    ),
     "slime.rollout.filter_hub.dynamic_sampling_filters.check_reward_nonzero_std": (
         "slime.buffer.filters:check_reward_nonzero_std"
     ),

@@ -43,19 +43,22 @@ def _length_stats(prefix: str, samples: Sequence[Sample]) -> dict[str, float]:
     }
 
 
-def training_metrics(groups: Sequence[Sequence[Sample]], reward_key: str | None) -> dict[str, float]:
-    """`rollout/*` metrics of the groups returned for training."""
+def training_metrics(
+    groups: Sequence[Sequence[Sample]], reward_key: str | None, *, with_rewards: bool = True
+) -> dict[str, float]:
+    """`rollout/*` metrics of the groups returned for training (`with_rewards=False`: no reward figures, for
+    rewards that a `--custom-reward-post-process-path` has yet to turn into numbers)."""
     samples = [s for g in groups for s in g]
-    rewards = reward_values(samples, reward_key) or [0.0]
-    zero_std = sum(1 for g in groups if len({*reward_values(g, reward_key)}) <= 1)
     out = {
-        "rollout/reward_mean": statistics.fmean(rewards),
-        "rollout/reward_std": statistics.pstdev(rewards),
         "rollout/truncated_ratio": sum(s.status is Status.TRUNCATED for s in samples) / max(1, len(samples)),
         "rollout/num_groups": float(len(groups)),
         "rollout/num_samples": float(len(samples)),
-        "rollout/zero_std_groups": float(zero_std),
     }
+    if with_rewards:
+        rewards = reward_values(samples, reward_key) or [0.0]
+        out["rollout/reward_mean"] = statistics.fmean(rewards)
+        out["rollout/reward_std"] = statistics.pstdev(rewards)
+        out["rollout/zero_std_groups"] = float(sum(1 for g in groups if len({*reward_values(g, reward_key)}) <= 1))
     out.update(_length_stats("rollout/", samples))
     return out
 

@@ -180,13 +180,17 @@ async def generate_rollout_async(
     aborted_samples = sum(1 for g in planner.leftovers() for s in g if s.status is Status.ABORTED)
     returned, discarded = _requeue(args, data_buffer, planner, rollout_id)
     groups = _final_groups(planner)
-    metrics = training_metrics(groups, ctx.reward_key)
+    # With a reward post-process the rewards are final only after it (the orchestrator runs it): no reward figures.
+    with_rewards = not getattr(args, "custom_reward_post_process_path", None)
+    metrics = training_metrics(groups, ctx.reward_key, with_rewards=with_rewards)
     metrics.update(planner.metrics())
-    metrics.update({
-        "rollout/aborted_samples": float(aborted_samples),
-        "rollout/abort_rounds": float(abort_rounds),
-        "rollout/partial/resumed_samples": float(loop.resumed),
-        "rollout/partial/returned_groups": float(returned),
-        "rollout/partial/discarded_groups": float(discarded),
-    })
+    metrics.update(
+        {
+            "rollout/aborted_samples": float(aborted_samples),
+            "rollout/abort_rounds": float(abort_rounds),
+            "rollout/partial/resumed_samples": float(loop.resumed),
+            "rollout/partial/returned_groups": float(returned),
+            "rollout/partial/discarded_groups": float(discarded),
+        }
+    )
     return RolloutGroups(groups, metrics)
