@@ -10,6 +10,8 @@
 #                                                 same prompts/lengths, vs `bench TAG OUTLEN` and the decode floor
 #   tests TIMEOUT [sglang args]                   slime.sglang's client tests against stock SGLang (2 engines + router)
 #   server TAG [sglang args]                      launch_server, /health, /generate, /update_weights_from_disk
+#   weights TIMEOUT [weight_sync_test.py args]    slime.sync -> stock SGLang through its own weight routes (#6):
+#                                                 CUDA IPC tensor path, disk, broadcast (gloo; nccl on 2 GPUs)
 H=$(dirname "$0")
 M=/root/qwen3-0.6b-rand
 SRC=$(ls -d packages/*/src | paste -sd:)
@@ -74,5 +76,9 @@ tests)
   find /root/pytest -name '*.log' -path '*engine_logs*' | head -4 | while read f; do cp $f $OUT/; done ;;
 server)
   shift; python3 $H/server_test.py "$@" ;;
+weights)
+  TO=$2; shift 2
+  timeout $TO python3 $H/weight_sync_test.py "$@" > $OUT/weight_sync.log 2>&1
+  echo "== weights rc=$? wall=$(( $(date +%s)-T0 ))s"; tail -c 3000 $OUT/weight_sync.log ;;
 *) echo "unknown subcommand $1"; exit 2 ;;
 esac
