@@ -30,3 +30,15 @@ def test_actor_config_validation() -> None:
     config = ActorConfig(hf_checkpoint="x", use_dynamic_batch_size=True, max_tokens_per_gpu=4608)
     assert config.train_tokens_cap == 4608 and config.log_probs_tokens_cap == 4608
     assert ActorConfig(hf_checkpoint="x", max_tokens_per_gpu=10).train_tokens_cap is None
+
+
+def test_actor_config_opd_teacher_rules() -> None:
+    with pytest.raises(ConfigError, match="--opd-teacher-load DIR"):
+        ActorConfig(hf_checkpoint="x", opd_type="megatron")
+    with pytest.raises(ConfigError, match="Drop --opd-teacher-load"):
+        ActorConfig(hf_checkpoint="x", opd_type="sglang", opd_teacher_load="t")
+    with pytest.raises(ConfigError, match="Drop --opd-teacher-load"):
+        ActorConfig(hf_checkpoint="x", opd_teacher_load="t")
+    with pytest.raises(ConfigError, match="--opd-type sglang or --opd-type megatron"):
+        ActorConfig(hf_checkpoint="x", opd_type="vllm")  # type: ignore[arg-type]  # the wrong value under test
+    assert ActorConfig(hf_checkpoint="x", opd_type="megatron", opd_teacher_load="t").opd_teacher_load == "t"

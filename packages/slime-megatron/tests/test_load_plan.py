@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from slime.megatron.checkpoint_layout import iteration_dir, read_tracker, resolve_iteration
-from slime.megatron.load_plan import plan_loading
+from slime.megatron.load_plan import plan_loading, teacher_source
 from slime.types import ConfigError
 
 
@@ -77,3 +77,12 @@ def test_tracker_and_ckpt_step(tmp_path: Path) -> None:
     (release / "release").mkdir(parents=True)
     (release / "latest_checkpointed_iteration.txt").write_text("release")
     assert resolve_iteration(release, None) == "release"
+
+
+def test_opd_teacher_source(tmp_path: Path, tiny_qwen3_dir: Path) -> None:
+    assert teacher_source(str(tiny_qwen3_dir), None).format == "hf"
+    root = _megatron_root(tmp_path / "t", 2)
+    source = teacher_source(str(root), 2)
+    assert source.format == "torch_dist" and source.step == 2
+    with pytest.raises(ConfigError, match="--opd-teacher-load"):
+        teacher_source(str(tmp_path / "missing"), None)

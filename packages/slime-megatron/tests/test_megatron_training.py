@@ -124,3 +124,24 @@ def test_checkpoint_of_a_never_stepped_optimizer(tp1_suite: dict, tiny_qwen3_dir
     result = ok(tp1_suite, "fresh_save")
     assert Path(result["path"]).name == "iter_0000000" and result["iteration"] == 0
     assert max_abs_diff(result["weights"], load_file(tiny_qwen3_dir / "model.safetensors")) == 0.0
+
+
+def test_opd_megatron_teacher_is_swapped_in_and_out(tp1_suite: dict) -> None:
+    result = ok(tp1_suite, "opd")
+    for teacher, reference in zip(result["teacher"], result["reference"], strict=True):
+        assert torch.equal(teacher, reference)  # the held teacher computes exactly what that checkpoint loaded does
+    assert max((a - t).abs().max().item() for a, t in zip(result["actor"], result["teacher"], strict=True)) > 1e-4
+    assert max_abs_diff(result["after_swap"], result["start"]) == 0.0  # the actor's weights came back
+
+
+def test_opd_reverse_kl_and_sglang_teacher_match_megatron_teacher(tp1_suite: dict) -> None:
+    result = ok(tp1_suite, "opd")
+    samples = result["batch"].samples
+    mask = torch.cat([torch.tensor(s.loss_mask, dtype=torch.float64) for s in samples])
+    diff = torch.cat(result["actor"]).double() - torch.cat(result["teacher"]).double()
+    expected = float((diff * mask).sum() / mask.sum())  # old log-probs = the actor before the step
+    megatron, sglang = result["megatron"], result["sglang"]
+    assert megatron["rollout/opd_reverse_kl"] == pytest.approx(expected, rel=1e-5, abs=1e-7)
+    for key in ("rollout/opd_reverse_kl", "train/loss", "train/pg_loss", "train/grad_norm"):
+        assert sglang[key] == pytest.approx(megatron[key], rel=1e-5, abs=1e-8), key
+    assert "carry no teacher_log_probs" in result["missing"] and "post_process_rewards" in result["missing"]

@@ -272,7 +272,40 @@ def fallback_and_critic(*, out_dir: Path, model_dir: str, ckpt_root: str) -> dic
     _check(result, "fresh_save", fresh_save)
     _check(result, "recompute", recompute)
     _check(result, "critic", critic)
+    _check(result, "opd", lambda: opd_teachers(model_dir=model_dir, teacher_root=ckpt_root))
     return result
+
+
+def opd_teachers(*, model_dir: str, teacher_root: str) -> dict[str, Any]:
+    """On-policy distillation: a megatron teacher (a torch_dist checkpoint held in host memory and swapped in),
+    then an sglang-type teacher whose log-probs come with the batch (the megatron teacher's, so both must agree)."""
+    from slime.loss import LossConfig
+    from slime.types import ConfigError, RolloutBatch
+
+    argv = ["--micro-batch-size", "4", "--lr", "1e-3", "--adam-eps", "1e-4"]
+    loss = LossConfig(use_opd=True, opd_kl_coef=0.5)
+    batch = random_batch(8, seed=4)
+    held = _policy(model_dir, argv, loss, opd_type="megatron", opd_teacher_load=teacher_root)
+    start = _export(held)
+    actor, teacher = held.compute_log_probs(batch), held.compute_log_probs(batch, model="teacher")
+    after_swap = _export(held)
+    megatron_metrics = dict(held.train(0, batch))
+    reference = _policy(model_dir, ["--load", teacher_root, *argv]).compute_log_probs(batch)
+    with_teacher = [
+        dataclasses.replace(s, teacher_log_probs=tuple(t.tolist())) for s, t in zip(batch.samples, teacher, strict=True)
+    ]
+    carried = RolloutBatch(rollout_id=0, samples=tuple(with_teacher), n_samples_per_prompt=batch.n_samples_per_prompt)
+    from_batch = _policy(model_dir, argv, loss, opd_type="sglang")
+    sglang_metrics = dict(from_batch.train(0, carried))
+    try:
+        from_batch.train(1, batch)
+        missing = "no error"
+    except ConfigError as exc:
+        missing = str(exc)
+    return {
+        "batch": batch, "start": start, "after_swap": after_swap, "actor": actor, "teacher": teacher,
+        "reference": reference, "megatron": megatron_metrics, "sglang": sglang_metrics, "missing": missing,
+    }  # fmt: skip
 
 
 def gpu_recipe_cpu_path(*, out_dir: Path, repo_root: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ except where noted. It only holds and validates values.
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 from slime.types import ConfigError
 
@@ -48,6 +49,14 @@ class ActorConfig:
     """Bytes of HF-named tensors materialised per export bucket."""
     offload_train: bool = False
     """Offload the model and optimizer after each train call (colocate); `onload` brings them back."""
+    opd_type: Literal["sglang", "megatron"] | None = None
+    """On-policy distillation's teacher (used when the loss has `use_opd`): "megatron" holds the teacher
+    `opd_teacher_load` in host memory and computes its log-probs here; "sglang" reads `TrainSample.teacher_log_probs`
+    (filled during the rollout by slime's OPD reward post-process)."""
+    opd_teacher_load: str | None = None
+    """Teacher weights for `opd_type="megatron"` (a torch_dist root or an HF folder); forbidden otherwise."""
+    opd_teacher_ckpt_step: int | None = None
+    """Iteration to read from `opd_teacher_load` (default: its tracker file)."""
 
     def __post_init__(self) -> None:
         if self.use_dynamic_batch_size and not self.max_tokens_per_gpu:
@@ -65,8 +74,22 @@ class ActorConfig:
             raise ConfigError(f"`rollout_temperature` must be > 0 (got {self.rollout_temperature}).")
         if self.log_probs_chunk_size == 0 or self.log_probs_chunk_size < -1:
             raise ConfigError(f"`log_probs_chunk_size` must be -1 or >= 1 (got {self.log_probs_chunk_size}).")
+        self._check_opd()
         if self.update_weight_buffer_size < 1:
             raise ConfigError(f"`update_weight_buffer_size` must be >= 1 (got {self.update_weight_buffer_size}).")
+
+    def _check_opd(self) -> None:
+        if self.opd_type not in (None, "sglang", "megatron"):
+            raise ConfigError(f"`opd_type` is {self.opd_type!r}; use --opd-type sglang or --opd-type megatron.")
+        if self.opd_type == "megatron" and not self.opd_teacher_load:
+            raise ConfigError(
+                "`opd_type` is 'megatron' but `opd_teacher_load` is unset; pass --opd-teacher-load DIR (the teacher)."
+            )
+        if self.opd_type != "megatron" and self.opd_teacher_load:
+            raise ConfigError(
+                f"`opd_teacher_load` is {self.opd_teacher_load!r} with `opd_type` {self.opd_type!r}; only "
+                "--opd-type megatron loads a teacher here. Drop --opd-teacher-load or use --opd-type megatron."
+            )
 
     @property
     def train_tokens_cap(self) -> int | None:

@@ -9,7 +9,8 @@ The rules are the seeds' (docs "加载 megatron ckpt" and inventory section 1.2 
    `--ref-ckpt-step`, without optimizer state.
 4. Neither: the HF weights of `--hf-checkpoint` (our addition: no conversion step needed).
 
-The reference, when a KL term needs one, is `--ref-load`, else `--hf-checkpoint`. Pure path logic; nothing loads.
+The reference, when a KL term needs one, is `--ref-load`, else `--hf-checkpoint`; the OPD teacher is
+`--opd-teacher-load` (`teacher_source`). Pure path logic; nothing loads.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ def _source(path: str, step: int | None, flag: str) -> Source:
         f"{flag} {path!r} is neither a torch_dist checkpoint root (no {layout.TRACKER}) nor an HF model folder "
         "(config.json + *.safetensors); fix the path."
     )
+
+
+def teacher_source(path: str, step: int | None) -> Source:
+    """The OPD teacher's weights (`--opd-teacher-load`, `--opd-teacher-ckpt-step`): torch_dist root or HF folder."""
+    return _source(path, step, "--opd-teacher-load")
 
 
 def plan_loading(

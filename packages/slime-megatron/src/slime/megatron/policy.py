@@ -3,8 +3,10 @@
 One instance per rank, in a plain process or under torchrun (no Ray): it starts torch.distributed and Megatron's
 parallel groups, builds the model from `--hf-checkpoint` through mbridge, loads weights as `load_plan` decides,
 and then serves `compute_log_probs`, `train`, `save_checkpoint`, `load`, `export_weights`, `offload`, `onload`.
-The reference (and the optional old actor) live in host memory (`WeightBackups`). With
-`advantage_estimator == "ppo"` it also owns a critic (`critic`) trained 1:1 with the actor.
+The reference (and the optional old actor, and the on-policy-distillation teacher of `--opd-type megatron`)
+live in host memory (`WeightBackups`) and are swapped in for their forward pass. With `--opd-type sglang` the
+teacher's log-probs come with the batch. With `advantage_estimator == "ppo"` it also owns a critic (`critic`)
+trained 1:1 with the actor.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from slime.megatron.checkpoint_layout import is_megatron_checkpoint
 from slime.megatron.critic import build_critic_stack
 from slime.megatron.export import export_buckets
 from slime.megatron.forward import HeadSpec, forward_only
-from slime.megatron.load_plan import LoadPlan, Source, plan_loading
+from slime.megatron.load_plan import LoadPlan, Source, plan_loading, teacher_source
 from slime.megatron.model import ModelStack, build_model_stack
 from slime.megatron.offload import Offloader
 from slime.megatron.packing import local_micro_batches
@@ -32,8 +34,10 @@ from slime.megatron.rollout_data import (
     PerSample,
     compute_batch_advantages,
     gather_over_data_parallel,
+    opd_reverse_kl,
     rollout_log_probs,
     sample_denominators,
+    teacher_log_probs,
 )
 from slime.megatron.train_step import StepInputs, actor_loss_fn, critic_loss_fn, optimizer_step
 from slime.megatron.weight_backup import WeightBackups
@@ -52,6 +56,11 @@ class MegatronPolicy:
 
         self.loss = loss if loss is not None else LossConfig()
         self.actor_config = actor
+        if self.loss.use_opd and actor.opd_type is None:
+            raise ConfigError(
+                "use_opd needs a teacher: set --opd-type sglang (log-probs from the rollout) or --opd-type megatron "
+                "with --opd-teacher-load DIR."
+            )
         if megatron_args.async_save:
             raise ConfigError("--async-save is not supported yet (saves are synchronous and atomic); drop the flag.")
         backend = megatron_args.distributed_backend if torch.cuda.is_available() else "gloo"
@@ -72,6 +81,11 @@ class MegatronPolicy:
         """Whether a KL term needs reference log-probs."""
         kl_reward = self.loss.kl_coef != 0 and self.loss.advantage_estimator in _KL_REWARD
         return self.loss.use_kl_loss or kl_reward
+
+    @property
+    def _has_teacher(self) -> bool:
+        """On-policy distillation with the teacher held here (`--opd-type megatron`)."""
+        return self.loss.use_opd and self.actor_config.opd_type == "megatron"
 
     def _plan(self) -> LoadPlan:
         a = self.args
@@ -99,6 +113,10 @@ class MegatronPolicy:
         if plan.ref is not None:
             self._load_weights(self.stack, plan.ref)
             self.backups.save("ref")
+        if self._has_teacher:
+            cfg = self.actor_config
+            self._load_weights(self.stack, teacher_source(cfg.opd_teacher_load, cfg.opd_teacher_ckpt_step))
+            self.backups.save("teacher")
         if plan.resume:
             src = plan.actor
             iteration = load_torch_dist(
@@ -172,7 +190,7 @@ class MegatronPolicy:
             self.backups.load("actor")
 
     def compute_log_probs(self, batch: RolloutBatch, *, model: str = "actor", with_entropy: bool = False):
-        """Response-token log-probs of every sample under `model` ("actor", "ref", "old_actor").
+        """Response-token log-probs of every sample under `model` ("actor", "ref", "old_actor", "teacher").
 
         Returns a list (batch order) of `[response_length]` float32 tensors, or `(log_probs, entropies)` with
         `with_entropy`. Collective: every rank must call it with the same batch; every rank gets all samples.
@@ -235,6 +253,14 @@ class MegatronPolicy:
             return None
         return self.compute_log_probs(batch, model="old_actor" if self.actor_config.keep_old_actor else "actor")
 
+    def _teacher_log_probs(self, batch: RolloutBatch) -> PerSample | None:
+        """OPD teacher log-probs: the held teacher's forward (megatron), or the batch's own (sglang)."""
+        if not self.loss.use_opd:
+            return None
+        if self._has_teacher:
+            return self.compute_log_probs(batch, model="teacher")
+        return teacher_log_probs(batch.samples, mg.device())
+
     def train(self, rollout_id: int, batch: RolloutBatch) -> Mapping[str, float]:
         """Log-probs, advantages, then `num_steps_per_rollout` optimizer steps; metrics equal on all ranks."""
         start = time.perf_counter()
@@ -244,10 +270,11 @@ class MegatronPolicy:
         samples = batch.samples
         steps = self._num_steps(len(samples))
         ref = self.compute_log_probs(batch, model="ref") if self.need_ref else None
+        teacher = self._teacher_log_probs(batch)  # slime's order: ref, teacher, then the old actor
         old = self._old_log_probs(batch, steps)
         values = self.compute_values(batch) if self.critic is not None else None
         advantages, returns = compute_batch_advantages(
-            self.loss, batch, old_log_probs=old, ref_log_probs=ref, values=values
+            self.loss, batch, old_log_probs=old, ref_log_probs=ref, values=values, teacher_log_probs=teacher
         )
         if self.actor_config.keep_old_actor:
             self.backups.save("old_actor")
@@ -261,6 +288,8 @@ class MegatronPolicy:
             self.backups.save("ref")
         metrics = {f"train/{k}": sum(m[k] for m in per_step) / len(per_step) for k in per_step[0]}
         metrics |= {"perf/log_probs_time": log_prob_time, "perf/train_time": time.perf_counter() - start}
+        if teacher is not None:
+            metrics["rollout/opd_reverse_kl"] = opd_reverse_kl(samples, old, teacher)
         if self.actor_config.offload_train:
             metrics |= self.offload()
         return metrics

@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 
 from slime.megatron import _megatron_globals as mg
-from slime.types import RolloutBatch, TrainSample
+from slime.types import ConfigError, RolloutBatch, TrainSample
 
 PerSample = list[torch.Tensor]
 """One `[response_length]` float32 tensor per sample of the batch, in batch order."""
@@ -37,6 +37,30 @@ def rollout_log_probs(samples: Sequence[TrainSample], device: torch.device) -> P
     if any(s.rollout_log_probs is None for s in samples):
         return None
     return [torch.tensor(s.rollout_log_probs, dtype=torch.float32, device=device) for s in samples]
+
+
+def teacher_log_probs(samples: Sequence[TrainSample], device: torch.device) -> PerSample:
+    """The OPD teacher's log-probs carried by the samples (`--opd-type sglang`).
+
+    Raises:
+        ConfigError: a sample has none (names the samples and where they come from).
+    """
+    missing = [s.index for s in samples if s.teacher_log_probs is None]
+    if missing:
+        raise ConfigError(
+            f"--use-opd --opd-type sglang: samples {missing[:8]} carry no teacher_log_probs. The rollout fills them "
+            "with --custom-rm-path slime.rollout.on_policy_distillation.reward_func --custom-reward-post-process-path "
+            "slime.rollout.on_policy_distillation.post_process_rewards --rm-url <teacher>/generate."
+        )
+    return [torch.tensor(s.teacher_log_probs, dtype=torch.float32, device=device) for s in samples]
+
+
+def opd_reverse_kl(samples: Sequence[TrainSample], student: PerSample, teacher: PerSample) -> float:
+    """Mean of `logp_student - logp_teacher` over the batch's loss-mask tokens (slime's `opd_reverse_kl`)."""
+    device = student[0].device
+    mask = torch.cat(loss_masks(samples, device))
+    diff = torch.cat([s.float() for s in student]) - torch.cat([t.to(device, torch.float32) for t in teacher])
+    return float((diff * mask).sum() / mask.sum().clamp(min=1.0))
 
 
 def sample_denominators(samples: Sequence[TrainSample]) -> list[float]:
@@ -65,6 +89,7 @@ def compute_batch_advantages(
     old_log_probs: PerSample | None,
     ref_log_probs: PerSample | None,
     values: PerSample | None,
+    teacher_log_probs: PerSample | None = None,
 ) -> tuple[PerSample, PerSample]:
     """Advantages and returns per sample, from slime.loss's `compute_advantages` over the full batch."""
     from slime.loss import compute_advantages
@@ -85,6 +110,7 @@ def compute_batch_advantages(
         old_log_probs=cat(old_log_probs),
         ref_log_probs=cat(ref_log_probs),
         values=cat(values),
+        teacher_log_probs=cat(teacher_log_probs),
     )
     bounds = cu.tolist()
     split = [(bounds[i], bounds[i + 1]) for i in range(len(samples))]
