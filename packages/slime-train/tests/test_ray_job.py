@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -68,9 +69,13 @@ def ray_cluster():
             timeout=300,
         )
         assert join.returncode == 0, join.stdout + join.stderr
-        status = _ray("status", "--address", f"127.0.0.1:{gcs_port}", env=env)
+        for _ in range(30):  # `ray status` reports the autoscaler's last snapshot, which lags the join
+            status = _ray("status", "--address", f"127.0.0.1:{gcs_port}", env=env)
+            if status.stdout.count("node_") == 2:
+                break
+            time.sleep(2)
         assert status.stdout.count("node_") == 2, status.stdout
-        yield env, f"http://127.0.0.1:{dash_port}"
+        yield env, f"http://127.0.0.1:{dash_port}", Path(temp_dir)
     finally:
         _stop_cluster(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
@@ -91,14 +96,17 @@ def _stop_cluster(temp_dir: str) -> None:
 
 
 def test_ray_job_submit_runs_train_py(ray_cluster, demo_files, job_flags, tmp_path):
-    env, dashboard = ray_cluster
+    env, dashboard, temp_dir = ray_cluster
     model, prompts = demo_files
-    flags = job_flags(model, prompts, tmp_path, "--num-rollout", "2")
+    # Two trainer ranks (FSDP over gloo): the ranks meet at the rendezvous address found in rank 0's bundle.
+    flags = job_flags(model, prompts, tmp_path, "--num-rollout", "2", "--actor-num-gpus-per-node", "2",
+                      "--progress", "always")  # fmt: skip
     command = ["job", "submit", "--address", dashboard, "--", sys.executable, str(REPO / "train.py"), *flags]
-    for _ in range(12):
+    deadline = time.monotonic() + 420  # a busy 2-core machine has taken over 2 min to start the job agent
+    while True:
         result = _ray(*command, env=env, timeout=900)
         # The head's job agent can come up after `ray start` returns; Ray's own message says to retry.
-        if "No available agent to submit job" not in result.stdout + result.stderr:
+        if "No available agent to submit job" not in result.stdout + result.stderr or time.monotonic() > deadline:
             break
         time.sleep(10)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
@@ -106,3 +114,9 @@ def test_ray_job_submit_runs_train_py(ray_cluster, demo_files, job_flags, tmp_pa
     trained = [row for row in rows if "train/loss" in row]
     assert [row["step"] for row in trained] == [0, 1]
     assert trained[0]["train/ppo_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert trained[0]["train/train_rollout_logprob_abs_diff"] < 1e-4
+    # Two TrainerHost actors ran (each Ray worker's log names the actor class it hosted).
+    logs = [p.read_text(errors="replace") for p in temp_dir.glob("session_*/logs/worker-*.out")]
+    assert sum(":actor_name:TrainerHost" in log for log in logs) == 2, [log[:200] for log in logs]
+    # The rollout bar was fed from the rollout actor while `generate` ran (its `progress` concurrency group).
+    assert re.search(r"rollout 1\s.*2/2.*8 samples back", result.stdout), result.stdout[-3000:]

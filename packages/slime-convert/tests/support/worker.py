@@ -41,9 +41,10 @@ def _step(step: list) -> int:
 
 
 def main(job_file: str, out_dir: str) -> None:
-    import cpu_shim
+    sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "testing"))  # the repo's test kit
+    from slime_testkit import megatron_cpu_shim
 
-    cpu_shim.install()
+    megatron_cpu_shim.install()
     import torch
 
     torch.set_num_threads(1)  # the ranks share the test machine's cores

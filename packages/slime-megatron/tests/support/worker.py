@@ -12,9 +12,10 @@ import sys
 import traceback
 from pathlib import Path
 
-import cpu_shim  # the worker's own folder is sys.path[0]
+sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "testing"))  # the repo's test kit
+from slime_testkit import megatron_cpu_shim  # noqa: E402
 
-cpu_shim.install()
+megatron_cpu_shim.install()
 
 import scenarios  # noqa: E402
 import torch  # noqa: E402

@@ -313,7 +313,7 @@ class MegatronPolicy:
             critic_metrics = optimizer_step(
                 self.critic, batches, HeadSpec(kind="critic"), critic_loss_fn(self.loss, inputs)
             )
-            metrics |= {f"critic_{k}": v for k, v in critic_metrics.items()}
+            metrics |= {f"critic-{k}": v for k, v in critic_metrics.items()}  # slime: train/critic-value_loss
         head = self._head(with_entropy=self.loss.entropy_coef != 0 or self.actor_config.use_rollout_entropy)
         metrics |= optimizer_step(self.stack, batches, head, actor_loss_fn(self.loss, inputs))
         return metrics

@@ -130,18 +130,23 @@ def compose_run(args: argparse.Namespace) -> RunConfig:
     """The job's `RunConfig` from resolved `args` (with `sglang_passthrough` / `megatron_passthrough` set)."""
     needs_engines = not args.debug_train_only and not args.rollout_external
     trainer = megatron_trainer_config(args) if args.train_backend == "megatron" else fsdp_config(args)
+    engines = engine_group_config(args) if needs_engines else None
     return RunConfig(
         args=args,
         train_backend=args.train_backend,
         loop=config_from_args(LoopConfig, args, num_epoch=args.num_epoch or 1),
         loss=trainer.loss,
         trainer=trainer,
-        engines=engine_group_config(args) if needs_engines else None,
+        engines=engines,
         weight_sync=WeightSyncConfig(
             transport=args.update_weight_transport,
             bucket_bytes=args.update_weight_buffer_size,
             disk_dir=args.update_weight_disk_dir,
             keep_files=args.update_weight_disk_keep_files,
+            engine_backend=engines.engine.backend if engines else "local",
+            engine_tp_size=engines.engine.tp_size if engines else 1,
+            num_engines=engines.num_engines if engines else 1,
+            colocate=args.colocate,
         ),
         cpu_threads=cpu_threads_per_process(args) if args.rollout_engine == "local" else 0,
     )

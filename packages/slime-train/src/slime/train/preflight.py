@@ -24,7 +24,7 @@ def check_plugins(args: argparse.Namespace, loss: Any) -> None:
     """Every plugin path of the rollout and of the loss (`loss`: the run's LossConfig) resolves to a function of
     the right shape."""
     from slime.loss.plugins import resolve_loss_plugins
-    from slime.sglang.rollout import SLIME_PATH_ALIASES, RolloutFunctions
+    from slime.sglang.rollout import SLIME_PATH_ALIASES, RolloutFunctions, load_reward_post_process
     from slime.sglang.rollout.functions import DEFAULT_ROLLOUT_PATH
 
     rollout_path = SLIME_PATH_ALIASES.get(args.rollout_function_path, args.rollout_function_path)
@@ -34,6 +34,7 @@ def check_plugins(args: argparse.Namespace, loss: Any) -> None:
         resolve(rollout_path, RolloutFn, flag="--rollout-function-path")
     eval_path = SLIME_PATH_ALIASES.get(args.eval_function_path, args.eval_function_path)
     resolve(eval_path, RolloutFn, flag="--eval-function-path")
+    load_reward_post_process(args)
     resolve_loss_plugins(loss)
 
 

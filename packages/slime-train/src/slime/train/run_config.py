@@ -75,6 +75,12 @@ class WeightSyncConfig:
     disk_dir: str | None = None
     keep_files: bool = False
     """Keep every published version on disk (default: only the newest)."""
+    engine_backend: Literal["local", "sglang"] = "local"
+    """Who receives: our local server (slime.sync's own wire format) or stock SGLang (its native bodies)."""
+    engine_tp_size: int = 1
+    num_engines: int = 1
+    colocate: bool = False
+    """Engines share the trainer's GPUs: tensors go by CUDA IPC; otherwise SGLang engines join a broadcast group."""
 
     def __post_init__(self) -> None:
         if self.transport not in ("nccl", "disk"):

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlparse
 
-from slime.train.run_config import MegatronTrainerConfig, RunConfig
+from slime.train.run_config import MegatronTrainerConfig, RunConfig, WeightSyncConfig
 from slime.types import ConfigError, RolloutBatch
 
 
@@ -30,17 +32,28 @@ def _build_policy(config: RunConfig, rank: int, world_size: int) -> Any:
     return MegatronPolicy(trainer.megatron_args, trainer.actor, trainer.loss)
 
 
-def _deliver(engine_urls: Sequence[str], route: str) -> Any:
+def _deliver(engine_urls: Sequence[str], ws: WeightSyncConfig) -> Any:
+    """A sender's `deliver`: one payload to every engine, in the receiver's own format (`EngineClient`)."""
     from slime.sglang.client import EngineClient
 
     def deliver(payload: Mapping[str, Any]) -> Any:
         async def post() -> Any:
-            async with EngineClient(engine_urls[0], worker_urls=list(engine_urls)) as client:
-                return await client.post_each(route, payload)
+            async with EngineClient(
+                engine_urls[0], worker_urls=list(engine_urls), backend=ws.engine_backend, tp_size=ws.engine_tp_size
+            ) as client:
+                return await client.deliver_weights(payload)
 
         return asyncio.run(post())
 
     return deliver
+
+
+def _address_towards(url: str) -> str:
+    """This host's IP on the interface that reaches `url` (where engines can reach the broadcast group's rank 0)."""
+    host = urlparse(url).hostname or "127.0.0.1"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((host, 9))  # UDP connect sends nothing; it only picks the route
+        return str(probe.getsockname()[0])
 
 
 class TrainerHost:
@@ -72,15 +85,23 @@ class TrainerHost:
         from slime import sync
 
         ws = self.config.weight_sync
+        deliver = _deliver(engine_urls, ws)
         if ws.transport == "disk":
-            return sync.DiskSender(
-                _deliver(engine_urls, "/update_weights_from_disk"),
-                ws.disk_dir,
+            keep = 1_000_000 if ws.keep_files else 1
+            return sync.DiskSender(deliver, ws.disk_dir, bucket_bytes=ws.bucket_bytes, keep_versions=keep)
+        if ws.engine_backend == "sglang" and not ws.colocate:
+            # Disaggregated SGLang engines join an NCCL group with this rank as 0 and receive one broadcast per
+            # tensor (SGLang's default receiver); the group is created on the first publish.
+            return sync.BroadcastSender(
+                deliver,
+                world_size=1 + ws.num_engines * ws.engine_tp_size,
+                backend="nccl",
+                device="cuda",
+                master_addr=_address_towards(engine_urls[0]),
                 bucket_bytes=ws.bucket_bytes,
-                keep_versions=1_000_000 if ws.keep_files else 1,
+                layout="tensors",
             )
-        # Colocated engines and (on one machine) every local engine can map our buffers directly.
-        deliver = _deliver(engine_urls, "/update_weights_from_tensor")
+        # Colocated engines and (on one machine) every local engine map our buffers directly (CUDA IPC / shm).
         return sync.SharedMemorySender(deliver, bucket_bytes=ws.bucket_bytes)
 
     def update_weights(self, engine_urls: Sequence[str], version: int) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """Test-only shim that lets megatron-core 0.16.1 run on a CUDA-less CPU build of torch (gloo backend).
 
-Import this module, and call `install()`, in a test worker process BEFORE megatron is imported. It is never
+Import this module, and call `install()`, in a test worker process BEFORE megatron is imported (worker scripts
+put the repository's `testing/` folder on `sys.path` and `from slime_testkit import megatron_cpu_shim`). It is never
 imported by the package: on a GPU machine nothing here is needed. Everything it patches, and why (call sites are
 megatron/core paths as of 0.16.1; see shared/reference/cpu-feasibility.md section 1):
 
@@ -27,6 +28,7 @@ Nothing else is changed; the math of every kernel is torch's own CPU implementat
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Any
 
 import torch
@@ -110,7 +112,16 @@ def _patch_torch() -> None:
     cuda.current_stream = lambda *a, **k: _InertStream()
     cuda.stream = lambda *a, **k: contextlib.nullcontext()
     torch.Tensor.type = _type
-    _CudaToCpu().__enter__()  # process-wide for the main thread; never exited in a worker
+    _CudaToCpu().__enter__()  # for the main thread; never exited in a worker
+    # Torch function modes are per thread: threads started later (slime.train's in-process hosts run the trainer
+    # on a worker thread) enter their own mode first.
+    original_run = threading.Thread.run
+
+    def run_with_mode(self: threading.Thread) -> None:
+        with _CudaToCpu():
+            original_run(self)
+
+    threading.Thread.run = run_with_mode  # type: ignore[method-assign]
 
 
 def _patch_megatron() -> None:
