@@ -64,7 +64,7 @@ def test_ppo_critic_trains(tp1_suite: dict) -> None:
     result = ok(tp1_suite, "critic")
     assert [v.shape for v in result["before"]] == [v.shape for v in result["after"]]
     assert result["metrics"]["train/critic-value_loss"] > 0
-    assert result["metrics"]["train/critic_grad_norm"] > 0
+    assert result["metrics"]["train/critic-grad_norm"] > 0
     moved = max((a - b).abs().max().item() for a, b in zip(result["before"], result["after"], strict=True))
     assert moved > 0
 
