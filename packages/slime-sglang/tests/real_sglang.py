@@ -26,7 +26,9 @@ import dataclasses
 import importlib
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import types
 import typing
 import zipfile
@@ -39,11 +41,20 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def _unpack(wheel: Path) -> Path:
-    target = Path(os.environ.get("SLIME_SGLANG_CACHE", "/tmp/slime-sglang-source")) / wheel.stem
-    if not (target / "sglang" / "srt").is_dir():
+    """Unpack the wheel's Python files once. Atomic (a private folder renamed into place): pytest-xdist workers
+    unpack at the same time, and a half-written folder must never look complete."""
+    cache = os.environ.get("SLIME_SGLANG_CACHE") or Path(tempfile.gettempdir()) / "slime-sglang-source"
+    target = Path(cache) / wheel.stem
+    if not target.is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        private = Path(tempfile.mkdtemp(prefix=f".{wheel.stem}.", dir=target.parent))
         with zipfile.ZipFile(wheel) as archive:
             members = [m for m in archive.namelist() if m.startswith("sglang/") and m.endswith(".py")]
-            archive.extractall(target, members)
+            archive.extractall(private, members)
+        try:
+            private.rename(target)
+        except OSError:  # another worker finished first: its folder is complete
+            shutil.rmtree(private, ignore_errors=True)
     return target
 
 

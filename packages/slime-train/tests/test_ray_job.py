@@ -116,7 +116,9 @@ def test_ray_job_submit_runs_train_py(ray_cluster, demo_files, job_flags, tmp_pa
     assert trained[0]["train/ppo_kl"] == pytest.approx(0.0, abs=1e-6)
     assert trained[0]["train/train_rollout_logprob_abs_diff"] < 1e-4
     # Two TrainerHost actors ran (each Ray worker's log names the actor class it hosted).
-    logs = [p.read_text(errors="replace") for p in temp_dir.glob("session_*/logs/worker-*.out")]
+    # (`session_latest` is a link to the session folder: resolve to count each file once.)
+    files = {p.resolve() for p in temp_dir.glob("session_*/logs/worker-*.out")}
+    logs = [p.read_text(errors="replace") for p in files]
     assert sum(":actor_name:TrainerHost" in log for log in logs) == 2, [log[:200] for log in logs]
     # The rollout bar was fed from the rollout actor while `generate` ran (its `progress` concurrency group).
     assert re.search(r"rollout 1\s.*2/2.*8 samples back", result.stdout), result.stdout[-3000:]
