@@ -12,6 +12,8 @@
 #   server TAG [sglang args]                      launch_server, /health, /generate, /update_weights_from_disk
 #   weights TIMEOUT [weight_sync_test.py args]    slime.sync -> stock SGLang through its own weight routes (#6):
 #                                                 CUDA IPC tensor path, disk, broadcast (gloo; nccl on 2 GPUs)
+#   loop BACKEND TIMEOUT [slime flags]            slime.train's colocated GRPO loop on one GPU (--no-ray), BACKEND
+#                                                 fsdp | megatron (the latter after ci/gpu/megatron's wheels)
 H=$(dirname "$0")
 M=/root/qwen3-0.6b-rand
 SRC=$(ls -d packages/*/src | paste -sd:)
@@ -80,5 +82,21 @@ weights)
   TO=$2; shift 2
   timeout $TO python3 $H/weight_sync_test.py "$@" > $OUT/weight_sync.log 2>&1
   echo "== weights rc=$? wall=$(( $(date +%s)-T0 ))s"; tail -c 3000 $OUT/weight_sync.log ;;
+loop)
+  # slime.train's GRPO loop, colocated on one GPU, in one process (--no-ray: no Ray wheels needed): the trainer
+  # (fsdp; or megatron with .mwhl installed into /tmp/site) and one stock SGLang engine share the GPU, weights go by
+  # CUDA IPC into SGLang's /update_weights_from_tensor, memory is released/resumed around each phase (#13).
+  BACKEND=$2; TO=$3; shift 3
+  python3 -c "from slime.train.demo.task import make_prompts; make_prompts('/root/loop_prompts.jsonl', num_prompts=128)"
+  rm -rf /root/loop_ckpt_$BACKEND
+  timeout $TO python3 train.py --no-ray --train-backend $BACKEND --rollout-engine sglang --colocate \
+    --actor-num-gpus-per-node 1 --rollout-num-gpus-per-engine 1 --hf-checkpoint $M \
+    --prompt-data /root/loop_prompts.jsonl --label-key label --rollout-batch-size 16 --n-samples-per-prompt 8 \
+    --rollout-max-response-len 256 --custom-rm-path slime.train.demo.task:reward_func --num-rollout 4 \
+    --lr 1e-6 --use-dynamic-batch-size --max-tokens-per-gpu 16384 --save /root/loop_ckpt_$BACKEND \
+    --sglang-mem-fraction-static 0.4 --sglang-attention-backend triton \
+    --metrics-jsonl $OUT/loop_$BACKEND.jsonl "$@" > $OUT/loop_$BACKEND.log 2>&1
+  echo "== loop $BACKEND rc=$? wall=$(( $(date +%s)-T0 ))s"
+  grep -aE "Traceback|Error|\[step" $OUT/loop_$BACKEND.log | cut -c1-400 | tail -12 ;;
 *) echo "unknown subcommand $1"; exit 2 ;;
 esac

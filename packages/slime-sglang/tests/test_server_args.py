@@ -34,9 +34,31 @@ def test_engine_config_derives_tp_from_gpus_and_pp() -> None:
     command = launch_command(config, port=31000, nccl_port=31001)
     assert command[:3] == [sys.executable, "-m", "sglang.launch_server"]
     assert command[3:] == ["--model-path", "/m", "--tp-size", "4", "--host", "127.0.0.1", "--port", "31000",
-                           "--nccl-port", "31001", "--pp-size", "2"]  # fmt: skip
+                           "--nccl-port", "31001", "--base-gpu-id", "0", "--pp-size", "2"]  # fmt: skip
     local = launch_command(EngineConfig(model_path="/m", backend="local"), port=5)
-    assert local[2] == "slime.sglang.local_server" and "--nccl-port" not in local
+    assert local[2] == "slime.sglang.local_server" and "--nccl-port" not in local and "--base-gpu-id" not in local
+
+
+def test_engines_take_consecutive_gpus_after_the_base() -> None:
+    config = EngineConfig(model_path="/m", num_gpus_per_engine=2, base_gpu_id=4)
+    first = [launch_command(config, port=1, gpu_slot=slot) for slot in range(2)]
+    assert [c[c.index("--base-gpu-id") + 1] for c in first] == ["4", "6"]
+    pinned = launch_command(EngineConfig(model_path="/m", server_args=("--base-gpu-id", "3")), port=1, gpu_slot=5)
+    assert pinned.count("--base-gpu-id") == 1 and pinned[pinned.index("--base-gpu-id") + 1] == "3"  # the user's wins
+    with pytest.raises(ConfigError, match="base_gpu_id"):
+        EngineConfig(model_path="/m", base_gpu_id=-1)
+
+
+def test_a_replacement_engine_takes_the_dead_engines_gpus() -> None:
+    from slime.sglang.engine_group import EngineGroup, EngineGroupConfig
+    from slime.sglang.engine_process import EngineProcess
+
+    config = EngineGroupConfig(engine=EngineConfig(model_path="/m", num_gpus_per_engine=2), num_engines=3)
+    group = EngineGroup(config)
+    assert group._free_gpu_slots(3) == [0, 1, 2]
+    group.engines = [EngineProcess(config.engine, index=i, gpu_slot=i) for i in (0, 2)]  # engine 1 died
+    assert group._free_gpu_slots(1) == [1]
+    assert group._free_gpu_slots(2) == [1, 3]  # growing past the configured count takes new slots
 
 
 @pytest.mark.parametrize(

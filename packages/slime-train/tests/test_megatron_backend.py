@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import AutoModelForCausalLM
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +39,8 @@ def test_megatron_backend_trains_syncs_saves_and_resumes(demo_files, job_flags, 
     model, prompts = demo_files
     megatron = ["--train-backend", "megatron", "--no-ray", "--micro-batch-size", "4", "--global-batch-size", "8",
                 "--adam-eps", "1e-4"]  # fmt: skip
-    first = _run(job_flags(model, prompts, tmp_path, "--num-rollout", "2", *megatron))
+    hf = tmp_path / "hf" / "rollout_{rollout_id}"
+    first = _run(job_flags(model, prompts, tmp_path, "--num-rollout", "2", "--save-hf", str(hf), *megatron))
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-5000:]
     trained = [row for row in _rows(tmp_path / "metrics.jsonl") if "train/loss" in row]
     assert [row["step"] for row in trained] == [0, 1]
@@ -50,6 +53,15 @@ def test_megatron_backend_trains_syncs_saves_and_resumes(demo_files, job_flags, 
     assert trained[1]["train/train_rollout_logprob_abs_diff"] < 0.05
     assert (tmp_path / "ckpt" / "iter_0000001").is_dir()
     assert (tmp_path / "ckpt" / "latest_checkpointed_iteration.txt").read_text().strip() == "1"
+
+    # --save-hf: the Megatron actor as an HF folder that transformers loads completely, holding trained weights.
+    exported, info = AutoModelForCausalLM.from_pretrained(tmp_path / "hf" / "rollout_1", output_loading_info=True)
+    assert not any(info.values()), info
+    assert exported.config.dtype == torch.bfloat16
+    initial = AutoModelForCausalLM.from_pretrained(model).state_dict()
+    trained = exported.state_dict()
+    assert trained.keys() == initial.keys()
+    assert any(not torch.equal(trained[k].float(), initial[k].float()) for k in trained)
 
     resumed = _run(job_flags(model, prompts, tmp_path, "--num-rollout", "3", "--load", str(tmp_path / "ckpt"),
                              *megatron))  # fmt: skip

@@ -69,16 +69,22 @@ def test_run_qwen3_4b_composes_one_run_config():
     assert config.loss.eps_clip_high == 0.28
     assert config.engines.num_engines == 4 and config.engines.engine.backend == "sglang"
     assert config.engines.engine.server_args == ("--mem-fraction-static", "0.7")
+    assert config.engines.engine.base_gpu_id == 0  # colocated: the engines share the actor's GPUs from 0
     assert config.loop.offload_rollout and config.loop.offload_train and config.loop.num_rollout == 3000
     assert config.weight_sync.transport == "nccl" and config.cpu_threads == 0
 
 
-def test_run_config_refuses_what_is_not_built():
-    args, _ = parse_job_args([*MODEL_ARGS, *SEED_ARGS, "--save-hf", "/hf/{rollout_id}"], async_loop=False, env=GPU)
-    with pytest.raises(ConfigError, match=r"--save-hf '/hf/\{rollout_id\}' with --train-backend megatron"):
-        compose_run(args)
+def test_layer_configs_check_themselves():
     # The typed configs check themselves when built by hand (tests, custom entry scripts), naming the flag.
     with pytest.raises(ConfigError, match="disk_dir is None with transport disk; set --update-weight-disk-dir"):
         WeightSyncConfig(transport="disk")
     with pytest.raises(ConfigError, match="LoopConfig.save_interval is 0; set --save-interval to >= 1"):
         LoopConfig(save_interval=0)
+
+
+def test_disaggregated_engines_start_after_the_actors_gpus():
+    flags = [f for f in SEED_ARGS if f != "--colocate"]
+    flags[flags.index("--actor-num-gpus-per-node") + 1] = "4"
+    args, _ = parse_job_args([*MODEL_ARGS, *flags, "--rollout-num-gpus", "4"], async_loop=False, env=GPU)
+    engine = compose_run(args).engines.engine
+    assert engine.base_gpu_id == 4 and engine.num_gpus_per_engine == 2

@@ -3,27 +3,23 @@
 `iter_hf_weights` gathers one parameter at a time (`DTensor.full_tensor()`, a collective) and yields a
 bucket's worth once it holds `bucket_bytes`, so no rank ever holds more than one bucket of full tensors.
 With LoRA it yields the merged weight `W + scale * B @ A` under the base layer's HF name and never the
-adapters. Every rank must consume the iterator to the end (the gathers are collective). `write_hf_folder`
-writes safetensors shards + index + config + tokenizer atomically. It does not know any engine.
+adapters. Every rank must consume the iterator to the end (the gathers are collective). The HF folder itself
+is written by `slime.sync.hf_folder.write_hf_folder` (shared with slime.megatron). It does not know any engine.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torch.distributed.tensor import DTensor
 
 from slime.fsdp.model import reshard
+from slime.sync.hf_folder import write_hf_folder
 
 NamedTensor = tuple[str, Tensor]
 _PEFT_PREFIX = "base_model.model."
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".index.json")
 
 
 def _full(param: Tensor, dtype: torch.dtype | None = None) -> Tensor:
@@ -93,86 +89,4 @@ def iter_hf_weights(model: nn.Module, *, bucket_bytes: int, dtype: torch.dtype) 
     yield from bucket
 
 
-def _copy_assets(src: Path, dst: Path) -> None:
-    """Tokenizer, chat template, generation config: every file of the HF folder except weights and config."""
-    for item in src.iterdir():
-        if item.is_file() and item.name != "config.json" and not item.name.endswith(_WEIGHT_SUFFIXES):
-            shutil.copy2(item, dst / item.name)
-
-
-def _write_shards(weights: Iterator[NamedTensor], out: Path, shard_bytes: int, write: bool) -> None:
-    """Group tensors into safetensors files of about `shard_bytes` (host copies; non-writers just drain)."""
-    from safetensors.torch import save_file
-
-    names: list[list[str]] = []
-    current: dict[str, Tensor] = {}
-    size = total = 0
-
-    def flush() -> None:
-        if current:
-            names.append(list(current))
-            if write:
-                save_file(current, str(out / f"shard-{len(names):05d}.tmp"), {"format": "pt"})
-            current.clear()
-
-    for name, tensor in weights:
-        nbytes = tensor.numel() * tensor.element_size()
-        if current and size + nbytes > shard_bytes:
-            flush()
-            size = 0
-        if write:
-            current[name] = tensor.to("cpu", copy=True).contiguous()
-        else:
-            current[name] = torch.empty(0)
-        size += nbytes
-        total += nbytes
-    flush()
-    if write:
-        _name_shards(out, names, total)
-
-
-def _name_shards(out: Path, names: list[list[str]], total_bytes: int) -> None:
-    count = len(names)
-    if count == 1:
-        os.rename(out / "shard-00001.tmp", out / "model.safetensors")
-        return
-    weight_map = {}
-    for i, shard in enumerate(names, start=1):
-        final = f"model-{i:05d}-of-{count:05d}.safetensors"
-        os.rename(out / f"shard-{i:05d}.tmp", out / final)
-        weight_map |= {name: final for name in shard}
-    index = {"metadata": {"total_size": total_bytes}, "weight_map": weight_map}
-    (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True))
-
-
-def write_hf_folder(
-    weights: Iterator[NamedTensor],
-    out_dir: str | Path,
-    *,
-    hf_checkpoint: str | Path,
-    dtype: torch.dtype,
-    is_writer: bool,
-    shard_bytes: int = 5 * 1024**3,
-) -> Path:
-    """Write an HF checkpoint folder from `weights` (every rank consumes them; only `is_writer` writes).
-
-    The folder appears atomically: it is built as `<out_dir>.tmp` and renamed, replacing an older one.
-    """
-    from transformers import AutoConfig
-
-    out = Path(out_dir)
-    tmp = out.with_name(out.name + ".tmp")
-    if is_writer:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    _write_shards(weights, tmp, shard_bytes, is_writer)
-    if not is_writer:
-        return out
-    config = AutoConfig.from_pretrained(hf_checkpoint)
-    config.dtype = dtype
-    config.save_pretrained(tmp)
-    _copy_assets(Path(hf_checkpoint), tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    os.rename(tmp, out)
-    return out
+__all__ = ["NamedTensor", "export_plan", "hf_name", "iter_hf_weights", "write_hf_folder"]

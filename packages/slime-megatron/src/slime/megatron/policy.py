@@ -340,6 +340,16 @@ class MegatronPolicy:
         for bucket in self.export_weight_buckets():
             yield from bucket
 
+    def export_hf(self, out_dir: str) -> str:
+        """Write the actor as an HF folder (safetensors + config + tokenizer of `hf_checkpoint`), atomically;
+        collective: every rank walks the export, global rank 0 writes."""
+        from slime.sync.hf_folder import write_hf_folder
+
+        dtype = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else torch.float32
+        writer = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+        source = self.actor_config.hf_checkpoint
+        return str(write_hf_folder(self.export_weights(), out_dir, hf_checkpoint=source, dtype=dtype, is_writer=writer))
+
     def offload(self) -> dict[str, float]:
         """Free accelerator memory of the actor (and critic); returns figures (`perf/offload_*`)."""
         metrics: dict[str, float] = {}

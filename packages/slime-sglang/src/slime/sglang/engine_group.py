@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import itertools
 
 from slime.sglang.blocking_http import is_ok
 from slime.sglang.client import EngineClient
@@ -118,8 +119,20 @@ class EngineGroup:
         self.engines = []
         self.router.stop()
 
+    def _free_gpu_slots(self, count: int) -> list[int]:
+        """GPU slots for `count` new engines: those of engines no longer in the group first (a replacement takes
+        the dead engine's GPUs), then new ones."""
+        taken = {e.gpu_slot for e in self.engines}
+        free = [slot for slot in range(self.config.num_engines) if slot not in taken]
+        extra = range(max(taken | set(free), default=-1) + 1, 1 << 30)
+        return (free + list(itertools.islice(extra, count)))[:count]
+
     def _launch(self, count: int) -> list[str]:
-        fresh = [EngineProcess(self.config.engine, index=self._next_index + i) for i in range(count)]
+        slots = self._free_gpu_slots(count)
+        fresh = [
+            EngineProcess(self.config.engine, index=self._next_index + i, gpu_slot=slot)
+            for i, slot in enumerate(slots)
+        ]
         self._next_index += count
         self.engines.extend(fresh)  # before launching, so shutdown() reaches them whatever happens
         with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:

@@ -25,9 +25,11 @@ HEALTH_PATHS = ("/health", "/health_generate")
 class EngineProcess:
     """One engine; `index` only names its log file."""
 
-    def __init__(self, config: EngineConfig, *, index: int = 0) -> None:
+    def __init__(self, config: EngineConfig, *, index: int = 0, gpu_slot: int | None = None) -> None:
+        """`index` names the engine (logs); `gpu_slot` (default `index`) picks its GPUs, see `launch_command`."""
         self.config = config
         self.index = index
+        self.gpu_slot = index if gpu_slot is None else gpu_slot
         self.port: int | None = None
         self._process: ManagedProcess | None = None
 
@@ -77,7 +79,7 @@ class EngineProcess:
         if self.config.log_dir is not None:
             log_path = Path(self.config.log_dir) / f"engine-{self.index}-{port}.log"
         self._process = ManagedProcess(
-            launch_command(self.config, port, nccl_port),
+            launch_command(self.config, port, nccl_port, gpu_slot=self.gpu_slot),
             name=f"engine-{self.index}",
             log_path=log_path,
             env=dict(self.config.env),

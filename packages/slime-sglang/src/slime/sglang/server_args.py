@@ -47,8 +47,13 @@ class EngineConfig:
     """Folder for engine logs (a temp file each when None)."""
     env: tuple[tuple[str, str], ...] = ()
     """Extra environment variables for the engine process."""
+    base_gpu_id: int = 0
+    """First GPU of the rollout on this node: engine slot k uses GPUs `base_gpu_id + k * num_gpus_per_engine` on
+    (SGLang's `--base-gpu-id`). slime.train sets it after the actor's GPUs when not colocated."""
 
     def __post_init__(self) -> None:
+        if self.base_gpu_id < 0:
+            raise ConfigError(f"`base_gpu_id` must be >= 0 (got {self.base_gpu_id}).")
         if not self.model_path:
             raise ConfigError("`model_path` is empty; set --hf-checkpoint to the HF checkpoint the engines serve.")
         if self.backend not in MODULES:
@@ -155,10 +160,16 @@ def _server_args_fields(cls: type) -> list[str]:
     return list(getattr(cls, "__struct_fields__", ()))  # msgspec.Struct (sglang >= 0.5.2x)
 
 
-def launch_command(config: EngineConfig, port: int, nccl_port: int | None = None) -> list[str]:
-    """The engine's argv (run under the current interpreter)."""
+def launch_command(config: EngineConfig, port: int, nccl_port: int | None = None, *, gpu_slot: int = 0) -> list[str]:
+    """The engine's argv (run under the current interpreter); `gpu_slot` picks its GPUs (see `base_gpu_id`).
+
+    A `--base-gpu-id` the user passed through wins (then every engine gets that one: pin GPUs per engine with
+    CUDA_VISIBLE_DEVICES instead)."""
     command = [sys.executable, "-m", MODULES[config.backend], "--model-path", config.model_path,
                "--tp-size", str(config.tp_size), "--host", config.host, "--port", str(port)]  # fmt: skip
-    if config.backend == "sglang" and nccl_port is not None:
-        command += ["--nccl-port", str(nccl_port)]
+    if config.backend == "sglang":
+        if nccl_port is not None:
+            command += ["--nccl-port", str(nccl_port)]
+        if not flag_values(config.server_args, ("--base-gpu-id",)):
+            command += ["--base-gpu-id", str(config.base_gpu_id + gpu_slot * config.num_gpus_per_engine)]
     return command + list(config.server_args)

@@ -98,12 +98,16 @@ def engine_group_config(args: argparse.Namespace) -> Any:
     env: tuple[tuple[str, str], ...] = ()
     if args.rollout_engine == "local" and "OMP_NUM_THREADS" not in os.environ:
         env = (("OMP_NUM_THREADS", str(cpu_threads_per_process(args))),)
+    # Disaggregated on one node: the engines take the GPUs after the actor's (slime's bundle order); colocated they
+    # start at GPU 0 with the trainer. Across nodes the engines' node is Ray's choice, so they start at 0 there.
+    after_actor = not (args.colocate or args.debug_rollout_only) and args.actor_num_nodes == 1
     engine = EngineConfig(
         model_path=args.hf_checkpoint,
         backend="local" if args.rollout_engine == "local" else "sglang",
         num_gpus_per_engine=args.rollout_num_gpus_per_engine,
         server_args=tuple(engine_flags),
         env=env,
+        base_gpu_id=args.actor_num_gpus_per_node if after_actor else 0,
     )
     router = RouterConfig(
         ip=args.sglang_router_ip,

@@ -81,7 +81,8 @@ class HealthMonitor:
         self.healer = healer
         self.interval_s, self.timeout_s, self.first_wait_s = interval_s, timeout_s, first_wait_s
         self._stop = threading.Event()
-        self._paused = threading.Event()
+        self._pauses: set[str] = set()  # why probing is off now ("memory", "weights"); empty = probing
+        self._lock = threading.Lock()
         self._resume_at = time.monotonic() + first_wait_s
         self._thread = threading.Thread(target=self._run, name="slime-health-monitor", daemon=True)
 
@@ -98,14 +99,24 @@ class HealthMonitor:
         self._thread.start()
         return self
 
-    def pause(self) -> None:
-        """Stop probing (the engines are released: a probe would wait for generation that cannot run)."""
-        self._paused.set()
+    def pause(self, reason: str = "memory") -> None:
+        """Stop probing while `reason` holds: engines released ("memory": a probe would wait for generation that
+        cannot run) or receiving weights ("weights": SGLang pauses generation during an update)."""
+        with self._lock:
+            self._pauses.add(reason)
 
-    def resume(self) -> None:
-        """Probe again after the first-wait grace period."""
-        self._resume_at = time.monotonic() + self.first_wait_s
-        self._paused.clear()
+    def resume(self, reason: str = "memory") -> None:
+        """`reason` is over; once no reason is left, probe again after the first-wait grace period."""
+        with self._lock:
+            self._pauses.discard(reason)
+            if not self._pauses:
+                self._resume_at = time.monotonic() + self.first_wait_s
+
+    @property
+    def paused(self) -> bool:
+        """Whether any reason holds probing off."""
+        with self._lock:
+            return bool(self._pauses)
 
     def stop(self) -> None:
         self._stop.set()
@@ -118,11 +129,11 @@ class HealthMonitor:
         def is_healthy(engine: Any) -> bool:
             return engine.is_alive() and is_ok(engine.url + "/health_generate", timeout_s=self.timeout_s)
 
-        return self.healer.check_engines(is_healthy, lambda: not (self._paused.is_set() or self._stop.is_set()))
+        return self.healer.check_engines(is_healthy, lambda: not (self.paused or self._stop.is_set()))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            if self._paused.is_set() or time.monotonic() < self._resume_at:
+            if self.paused or time.monotonic() < self._resume_at:
                 continue
             try:
                 self.check_once()

@@ -43,7 +43,11 @@ def _call(handle: LocalHandle | RayHandle, method: str, *args: Any) -> Any:
 
 def _push_weights(job: Job, version: int) -> None:
     urls = _call(job.rollout, "engine_urls")
-    job.trainer.call("update_weights", urls, version)
+    _call(job.rollout, "weights_incoming", True)
+    try:
+        job.trainer.call("update_weights", urls, version)
+    finally:
+        _call(job.rollout, "weights_incoming", False)
 
 
 def _sync_weights(job: Job, version: int) -> float:

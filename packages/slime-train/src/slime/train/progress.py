@@ -12,10 +12,11 @@ from __future__ import annotations
 import sys
 import time
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
 
 POLL_S = 0.25
 
@@ -36,10 +37,14 @@ class RunProgress:
     def __init__(
         self, mode: Literal["auto", "always", "never"], *, first: int, total: int, console: Console | None = None
     ) -> None:
-        console = console or Console(file=sys.stdout)
-        enabled = mode == "always" or (mode == "auto" and console.is_terminal)
         self._progress: Progress | None = None
-        if not enabled:
+        if mode == "never" or (mode == "auto" and console is None and not sys.stdout.isatty()):
+            return  # rich is imported only when bars are drawn (minimal installs run without it)
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        console = console or Console(file=sys.stdout)
+        if mode == "auto" and not console.is_terminal:
             return
         self._progress = Progress(
             TextColumn("{task.description}", style="bold"),

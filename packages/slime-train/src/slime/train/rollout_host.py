@@ -167,6 +167,12 @@ class RolloutHost:
         if self.monitor is not None:
             self.monitor.resume()
 
+    def weights_incoming(self, incoming: bool) -> None:
+        """The trainer starts (True) or finished (False) pushing weights: no health probes meanwhile, since an engine
+        that pauses generation for the update would fail them."""
+        if self.monitor is not None:
+            (self.monitor.pause if incoming else self.monitor.resume)("weights")
+
     def state_dict(self) -> dict[str, Any]:
         """The data source's state, the partial-rollout buffer included."""
         return self.data_source.state_dict()

@@ -136,8 +136,3 @@ class RunConfig:
                 f"RunConfig.trainer is a {type(self.trainer).__name__} but --train-backend is {self.train_backend}; "
                 f"compose it with compose_run (expected {expected})."
             )
-        if self.train_backend == "megatron" and self.loop.save_hf:
-            raise ConfigError(
-                f"--save-hf {self.loop.save_hf!r} with --train-backend megatron: not implemented yet. Drop --save-hf "
-                "and convert a saved checkpoint with `slime-convert torch-dist-to-hf`, or use --train-backend fsdp."
-            )
