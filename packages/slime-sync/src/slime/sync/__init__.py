@@ -9,11 +9,13 @@ import importlib
 from typing import Any
 
 _EXPORTS = {  # module -> its public names
+    "block_fp8": ("dequantize_block_fp8", "quantize_block_fp8"),
     "broadcast": ("BroadcastReceiver", "BroadcastSender"),
     "buckets": ("DEFAULT_BUCKET_BYTES", "BucketEntry", "BucketManifest", "TensorSpec", "flatten_bucket",
                 "plan_buckets", "unflatten_bucket"),
     "delta": ("DeltaReceiver", "DeltaSender"),
     "disk": ("DiskReceiver", "DiskSender", "latest_disk_payload"),
+    "fp8_rollout": ("Fp8QuantPlan", "quantize_for_fp8_engine"),
     "handshake": ("FORMAT", "LoadWeights", "PayloadHeader", "VersionedReceiver"),
     "peers": ("is_loopback_peer",),
     "shared_memory": ("SharedMemoryReceiver", "SharedMemorySender"),
