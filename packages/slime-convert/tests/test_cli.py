@@ -12,7 +12,7 @@ from slime_convert_testsupport.launch import REPO_ROOT
 from slime.convert import main
 from slime.convert.cli import build_parser
 
-COMMANDS = ("hf-to-torch-dist", "torch-dist-to-hf", "megatron-to-hf", "hf-to-dcp", "dcp-to-hf", "check")
+COMMANDS = ("hf-to-torch-dist", "torch-dist-to-hf", "megatron-to-hf", "hf-to-dcp", "dcp-to-hf", "hf-to-fp8", "check")
 
 
 def test_every_subcommand_has_help(capsys):

@@ -5,6 +5,7 @@
     slime-convert megatron-to-hf    --load DIR --hf-checkpoint DIR --output-dir DIR [training flags]  (torchrun)
     slime-convert hf-to-dcp         --hf-checkpoint DIR --save DIR [--rollout-id N] [--lr ...]
     slime-convert dcp-to-hf         --input-dir DIR --output-dir DIR --origin-hf-dir DIR [--lora-alpha A]
+    slime-convert hf-to-fp8         --input-dir DIR --output-dir DIR [--block-size 128] [--scale-fmt ue8m0]
     slime-convert check             --hf-checkpoint DIR [--input-dir DIR] [Megatron flags]
 
 Commands that build a Megatron model take Megatron's flags (`slime.megatron.parse_megatron_args`) and ignore
@@ -65,6 +66,11 @@ def _add_commands(sub) -> None:
     p.add_argument("--origin-hf-dir", required=True)
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--lora-alpha", type=float, help="the run's --lora-alpha, when it trained LoRA adapters")
+    _common(p, output="--output-dir")
+    p = sub.add_parser("hf-to-fp8", allow_abbrev=False, help="BF16 HF -> block-FP8 HF (FP8 rollout checkpoint)")
+    p.add_argument("--input-dir", required=True, help="the BF16 HF model folder")
+    p.add_argument("--block-size", type=int, default=128, help="weight_block_size [N, N] (default 128)")
+    p.add_argument("--scale-fmt", choices=["float32", "ue8m0"], default="float32")
     _common(p, output="--output-dir")
     p = sub.add_parser("check", allow_abbrev=False, help="validate without converting")
     p.add_argument("--hf-checkpoint", required=True)
@@ -146,6 +152,17 @@ def _dcp_to_hf(a: argparse.Namespace, rest: list[str]) -> object:
     )  # fmt: skip
 
 
+def _hf_to_fp8(a: argparse.Namespace, rest: list[str]) -> object:
+    from slime.convert.hf_to_fp8 import HfToFp8Config, hf_to_fp8
+
+    return hf_to_fp8(
+        HfToFp8Config(
+            input_dir=a.input_dir, output_dir=a.output_dir, block_size=a.block_size, scale_fmt=a.scale_fmt,
+            force=a.force, chunk_size=a.chunk_size, quiet=a.quiet,
+        )
+    )  # fmt: skip
+
+
 def _check(a: argparse.Namespace, rest: list[str]) -> object:
     from slime.convert.check import run_check
 
@@ -160,6 +177,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace, list[str]], object]] = {
     "megatron-to-hf": _megatron_to_hf,
     "hf-to-dcp": _hf_to_dcp,
     "dcp-to-hf": _dcp_to_hf,
+    "hf-to-fp8": _hf_to_fp8,
     "check": _check,
 }
 _PASSTHROUGH = frozenset({"hf-to-torch-dist", "megatron-to-hf", "check"})

@@ -21,7 +21,10 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".index.json")
 """Files that hold (or index) weights; everything else in an HF folder is an asset (tokenizer, templates...)."""
 INDEX = "model.safetensors.index.json"
 
-_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn,
+}  # fmt: skip
 
 
 class HFCheckpoint:
