@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from slime.sync.block_fp8 import FP8_DTYPE, dequantize_block_fp8
-from slime.sync.fp8_rollout import Fp8QuantPlan, quantize_for_fp8_engine
-from slime.types import ConfigError
+from slime.sync.fp8_rollout import Fp8Dequantizer, Fp8QuantPlan, quantize_for_fp8_engine
+from slime.types import ConfigError, WeightSyncError
 
 QWEN3_FP8 = {
     "quant_method": "fp8",
@@ -104,3 +104,21 @@ def test_quantization_is_lazy() -> None:
         "model.layers.0.mlp.up_proj.weight",
         "model.layers.0.mlp.up_proj.weight_scale_inv",
     ]
+
+
+def test_dequantizer_pairs_halves_across_calls_and_reports_orphans() -> None:
+    plan = Fp8QuantPlan(block_size=(2, 2))
+    w = torch.tensor([[1.0, -3.0, 0.5], [0.0, 2.0, 7.0]])
+    (wn, q), (sn, scale) = quantize_for_fp8_engine([("model.layers.0.self_attn.o_proj.weight", w)], plan)
+    norm = ("model.norm.weight", torch.ones(3))
+    deq = Fp8Dequantizer(plan.block_size)
+    assert deq.dequantize([(sn, scale), norm]) == [norm]  # the scale waits for its weight
+    assert list(deq.pending) == [sn]
+    ((name, got),) = deq.dequantize([(wn, q)])
+    assert name == wn and got.dtype == torch.float32
+    assert torch.equal(got, dequantize_block_fp8(q, scale, plan.block_size))
+    assert deq.pending == {}
+    deq.check_complete("payload")
+    deq.dequantize([(wn, q)])  # a weight without its scale
+    with pytest.raises(WeightSyncError, match=r"payload holds .* without their partner \(model.layers.0.self_attn"):
+        deq.check_complete("payload")

@@ -5,8 +5,10 @@
 `scale_fmt`). The quantized set is what SGLang builds as FP8 linears: every 2-D `.weight` under `model.layers.`
 except norms, embeddings, MoE routers (`mlp.gate`, `shared_expert_gate`) and the ignored modules (matched on
 dotted-path boundaries, as SGLang's `is_layer_skipped`). `quantize_for_fp8_engine` yields `(name, fp8)` plus
-`(<prefix>.weight_scale_inv, scales)` for those and passes every other tensor through unchanged. It does not
-send anything (the transports do) and does not handle other quantization methods (INT4, per-tensor FP8).
+`(<prefix>.weight_scale_inv, scales)` for those and passes every other tensor through unchanged.
+`Fp8Dequantizer` is the engine side for float engines: it pairs `weight` + `weight_scale_inv` back into float
+weights. It does not send anything (the transports do) and does not handle other quantization methods (INT4,
+per-tensor FP8).
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from typing import Any
 
 import torch
 
-from slime.sync.block_fp8 import SCALE_FORMATS, quantize_block_fp8
-from slime.types import ConfigError
+from slime.sync.block_fp8 import FP8_DTYPE, SCALE_FORMATS, dequantize_block_fp8, quantize_block_fp8
+from slime.types import ConfigError, WeightSyncError
 
 SCALE_SUFFIX = "_scale_inv"
 """`<prefix>.weight` is stored with `<prefix>.weight_scale_inv`."""
@@ -131,3 +133,46 @@ def quantize_for_fp8_engine(
         q, scale = quantize_block_fp8(tensor, plan.block_size, scale_fmt=plan.scale_fmt, name=name)
         yield name, q
         yield scale_name(name), scale
+
+
+class Fp8Dequantizer:
+    """Turns `(<p>.weight fp8, <p>.weight_scale_inv)` pairs back into float `<p>.weight` for a float engine.
+
+    A pair may be split across calls (the bucket planner groups tensors by dtype, split publishes cut between
+    parts): an unpaired half is kept (copied) until its partner arrives. Other tensors pass through unchanged.
+    """
+
+    def __init__(self, block_size: tuple[int, int], *, dtype: torch.dtype = torch.float32) -> None:
+        self.block_size = block_size
+        self.dtype = dtype
+        self.pending: dict[str, torch.Tensor] = {}
+        """Unpaired halves by name (an FP8 weight waiting for its scale, or the reverse)."""
+
+    def dequantize(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> list[tuple[str, torch.Tensor]]:
+        """The float tensors to load now: completed pairs dequantized to `dtype`, other tensors unchanged."""
+        out: list[tuple[str, torch.Tensor]] = []
+        for name, tensor in named_tensors:
+            if name.endswith(".weight" + SCALE_SUFFIX):
+                weight_name = other_name = name.removesuffix(SCALE_SUFFIX)
+            elif tensor.dtype == FP8_DTYPE:
+                weight_name, other_name = name, scale_name(name)
+            else:
+                out.append((name, tensor))
+                continue
+            other = self.pending.pop(other_name, None)
+            if other is None:
+                self.pending[name] = tensor.clone()
+                continue
+            q, scale = (tensor, other) if name == weight_name else (other, tensor)
+            deq = dequantize_block_fp8(q, scale, self.block_size, dtype=self.dtype, name=weight_name)
+            out.append((weight_name, deq))
+        return out
+
+    def check_complete(self, source: str) -> None:
+        """Raise `WeightSyncError` if a half is still unpaired after all of `source` was read."""
+        if self.pending:
+            names = ", ".join(sorted(self.pending)[:4])
+            raise WeightSyncError(
+                f"{source} holds FP8 weights or weight_scale_inv without their partner ({names}); every "
+                "float8_e4m3fn `<p>.weight` needs its `<p>.weight_scale_inv` (quantize_for_fp8_engine sends both)."
+            )

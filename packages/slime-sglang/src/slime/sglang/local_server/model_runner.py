@@ -1,12 +1,15 @@
 """`ModelRunner`: a transformers causal LM driven step by step (prefill, decode) for the local server.
 
 It owns the model and tokenizer, runs batched prefill with left padding and batched one-token decode steps over
-a `KVBatch`, and replaces weights in place (`load_weights`, `load_from_disk`). Every method must be called from
-the scheduler's single thread. It does not sample, decide when a sequence stops, or speak HTTP.
+a `KVBatch`, and replaces weights in place (`load_weights`, `load_from_disk`). A block-FP8 checkpoint (config.json
+`quantization_config` with `quant_method` fp8) is served by a float model: `weight` + `weight_scale_inv` pairs are
+dequantized on load and on every weight update (`slime.sync.fp8_rollout.Fp8Dequantizer`). Every method must be
+called from the scheduler's single thread. It does not sample, decide when a sequence stops, or speak HTTP.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,7 @@ from typing import Any
 import torch
 
 from slime.sglang.local_server.kv_batch import KVBatch
+from slime.sync.fp8_rollout import Fp8Dequantizer, Fp8QuantPlan
 from slime.types import WeightSyncError
 
 
@@ -26,7 +30,14 @@ class ModelRunner:
         self.model_path = model_path
         self.device = torch.device(device)
         torch_dtype: Any = dtype if dtype == "auto" else getattr(torch, dtype)
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).to(self.device).eval()
+        plan = _fp8_plan(model_path)
+        self.fp8 = None if plan is None else Fp8Dequantizer(plan.block_size)
+        """Set when the checkpoint is block FP8: incoming FP8 pairs are dequantized into the float model."""
+        if plan is None:
+            self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).to(self.device).eval()
+        else:
+            self.model = _float_model(model_path, torch_dtype).to(self.device).eval()
+            self._load_fp8_checkpoint(model_path)
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.config = self.model.config
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
@@ -100,7 +111,7 @@ class ModelRunner:
             WeightSyncError: an unknown name or a shape mismatch; the model keeps its previous weights.
         """
         params = self.model.state_dict(keep_vars=True)
-        pending = list(named_tensors)
+        pending = list(named_tensors) if self.fp8 is None else self.fp8.dequantize(named_tensors)
         for name, tensor in pending:
             if name not in params:
                 known = ", ".join(sorted(params)[:4])
@@ -126,7 +137,29 @@ class ModelRunner:
         named: list[tuple[str, torch.Tensor]] = []
         for file in files:
             named.extend(load_file(str(file)).items())
-        return self.load_weights(named)
+        count = self.load_weights(named)
+        if self.fp8 is not None:
+            self.fp8.check_complete(path)
+        return count
+
+    def _load_fp8_checkpoint(self, path: str) -> None:
+        """Fill the freshly built float model from the FP8 folder; every parameter must come from it."""
+        from safetensors import safe_open
+
+        stored: set[str] = set()
+        for file in Path(path).glob("*.safetensors"):
+            with safe_open(str(file), "pt") as handle:
+                stored.update(handle.keys())
+        self.load_from_disk(path)
+        expected = set(self.model.state_dict())
+        if getattr(self.model.config, "tie_word_embeddings", False):
+            expected.discard("lm_head.weight")
+        missing = sorted(expected - stored)
+        if missing:
+            raise WeightSyncError(
+                f"FP8 checkpoint {path!r} lacks {len(missing)} weight(s) of the model ({', '.join(missing[:4])}); "
+                "write it with `slime-convert hf-to-fp8` from the complete BF16 folder."
+            )
 
     def model_info(self) -> dict[str, Any]:
         """The `/model_info` fields that come from the model."""
@@ -134,6 +167,24 @@ class ModelRunner:
             "model_type": getattr(self.config, "model_type", None),
             "architectures": getattr(self.config, "architectures", None),
         }
+
+
+def _fp8_plan(model_path: str) -> Fp8QuantPlan | None:
+    config = Path(model_path) / "config.json"
+    return Fp8QuantPlan.from_hf_config(json.loads(config.read_text())) if config.is_file() else None
+
+
+def _float_model(model_path: str, torch_dtype: Any) -> Any:
+    """The model of `model_path`'s config without its quantization_config, weights not loaded."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_path)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    if torch_dtype == "auto":
+        torch_dtype = getattr(config, "dtype", None) or torch.float32
+        torch_dtype = getattr(torch, torch_dtype) if isinstance(torch_dtype, str) else torch_dtype
+    return AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
 
 
 def _layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
