@@ -38,6 +38,14 @@ def test_plan_from_config() -> None:
     assert nested is not None and nested.block_size == (128, 128)
 
 
+def test_plan_from_folder(tmp_path: Path) -> None:
+    assert Fp8QuantPlan.from_hf_folder(tmp_path) is None  # no config.json (a hub name)
+    (tmp_path / "config.json").write_text(
+        json.dumps({"quantization_config": {**QWEN3_FP8, "weight_block_size": [64, 32]}})
+    )
+    assert Fp8QuantPlan.from_hf_folder(tmp_path) == Fp8QuantPlan(block_size=(64, 32))
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -14,7 +14,10 @@ per-tensor FP8).
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -78,6 +81,12 @@ class Fp8QuantPlan:
             ignored_layers=tuple(ignored),
             scale_fmt=quant.get("scale_fmt") or "float32",
         )
+
+    @classmethod
+    def from_hf_folder(cls, path: str | os.PathLike[str]) -> Fp8QuantPlan | None:
+        """`from_hf_config` of `<path>/config.json`; `None` also when there is no such file (e.g. a hub name)."""
+        config = Path(path) / "config.json"
+        return cls.from_hf_config(json.loads(config.read_text())) if config.is_file() else None
 
     def quantization_config(self) -> dict[str, Any]:
         """The `quantization_config` entry of config.json describing this plan (what SGLang's Fp8Config reads)."""

@@ -9,7 +9,6 @@ called from the scheduler's single thread. It does not sample, decide when a seq
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ class ModelRunner:
         self.model_path = model_path
         self.device = torch.device(device)
         torch_dtype: Any = dtype if dtype == "auto" else getattr(torch, dtype)
-        plan = _fp8_plan(model_path)
+        plan = Fp8QuantPlan.from_hf_folder(model_path)
         self.fp8 = None if plan is None else Fp8Dequantizer(plan.block_size)
         """Set when the checkpoint is block FP8: incoming FP8 pairs are dequantized into the float model."""
         if plan is None:
@@ -167,11 +166,6 @@ class ModelRunner:
             "model_type": getattr(self.config, "model_type", None),
             "architectures": getattr(self.config, "architectures", None),
         }
-
-
-def _fp8_plan(model_path: str) -> Fp8QuantPlan | None:
-    config = Path(model_path) / "config.json"
-    return Fp8QuantPlan.from_hf_config(json.loads(config.read_text())) if config.is_file() else None
 
 
 def _float_model(model_path: str, torch_dtype: Any) -> Any:
