@@ -69,8 +69,9 @@ def block_scales(
         raise DataError(f"weight {name!r} holds inf or NaN values; FP8 cannot represent them (check the trainer).")
     scale = amax / FP8_MAX
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # zero blocks (and underflow): q = 0 anyway
-    if scale_fmt == "ue8m0":
-        scale = torch.exp2(torch.ceil(torch.log2(scale)))
+    if scale_fmt == "ue8m0":  # round up to a power of two, exactly (frexp: scale = m * 2^e, m in [0.5, 1))
+        mantissa, exponent = torch.frexp(scale)
+        scale = torch.ldexp(torch.ones_like(scale), exponent - (mantissa == 0.5).to(exponent.dtype))
     return scale
 
 
