@@ -20,6 +20,13 @@ def test_demo_reward_rises_and_artifacts_exist(tmp_path, capsys):
     assert len(rewards) == 14
     first, last = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
     assert last > first + 0.15, rewards
+    # Colocated: every step times the four memory switches and reports their share of the step.
+    steps = [row for row in rows if "perf/step_time" in row]
+    for row in steps:
+        parts = ("release_rollout", "onload_train", "resume_rollout", "offload_train")
+        assert all(row[f"perf/{p}_time"] >= 0 for p in parts)
+        assert row["perf/switch_time"] == pytest.approx(sum(row[f"perf/{p}_time"] for p in parts))
+        assert 0 < row["perf/switch_fraction"] < 1
     assert (out / "reward_curve.png").read_bytes()[:4] == b"\x89PNG"
     assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
     assert (out / "checkpoints" / "latest_checkpointed_iteration.txt").read_text().strip() == "13"

@@ -68,3 +68,43 @@ def test_megatron_backend_trains_syncs_saves_and_resumes(demo_files, job_flags, 
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-5000:]
     steps = [row["step"] for row in _rows(tmp_path / "metrics.jsonl") if "train/loss" in row]
     assert steps == [0, 1, 2]
+
+
+def test_fp8_rollout_with_bf16_megatron_training(demo_files, job_flags, tmp_path):
+    """slime's FP8 rollout: the engines serve a block-FP8 copy of the model (slime-convert hf-to-fp8), Megatron
+    trains in bf16 from --ref-load, and every push quantizes the trained weights block-wise on the way out."""
+    from slime.convert.hf_to_fp8 import HfToFp8Config, hf_to_fp8
+
+    model, prompts = demo_files
+    fp8 = hf_to_fp8(HfToFp8Config(input_dir=str(model), output_dir=str(tmp_path / "fp8"), block_size=16))
+    flags = job_flags(model, prompts, tmp_path, "--num-rollout", "2", "--train-backend", "megatron", "--no-ray",
+                      "--micro-batch-size", "4", "--global-batch-size", "8", "--adam-eps", "1e-4",
+                      "--hf-checkpoint", str(fp8), "--ref-load", str(model), "--use-tis")  # fmt: skip
+    result = _run(flags)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    trained = [row for row in _rows(tmp_path / "metrics.jsonl") if "train/loss" in row]
+    assert [row["step"] for row in trained] == [0, 1]
+    # FP8 engine weights vs bf16 training weights: the rollout log-probs differ measurably, but stay close, and
+    # TIS weighs the mismatch (its clip fraction is logged).
+    for row in trained:
+        assert 1e-4 < row["train/train_rollout_logprob_abs_diff"] < 0.5, row
+        assert "train/tis" in row or "train/tis_clipfrac" in row, sorted(row)
+
+
+def test_fp8_rollout_refuses_a_training_source_it_cannot_use(demo_files, job_flags, tmp_path):
+    from slime.convert.hf_to_fp8 import HfToFp8Config, hf_to_fp8
+    from slime.train.compose import compose_run
+    from slime.train.driver import parse_job_args
+    from slime.train.resolve import Environment
+    from slime.types import ConfigError
+
+    model, prompts = demo_files
+    fp8 = hf_to_fp8(HfToFp8Config(input_dir=str(model), output_dir=str(tmp_path / "fp8"), block_size=16))
+    cpu = Environment(num_gpus=0, has_megatron=True, has_sglang=False)
+    fp8_flags = job_flags(model, prompts, tmp_path, "--num-rollout", "1", "--hf-checkpoint", str(fp8))
+    args, _ = parse_job_args(fp8_flags, async_loop=False, env=cpu)
+    with pytest.raises(ConfigError, match="block-FP8 .* the fsdp trainer loads its weights from --hf-checkpoint"):
+        compose_run(args)
+    args, _ = parse_job_args([*fp8_flags, "--train-backend", "megatron"], async_loop=False, env=cpu)
+    with pytest.raises(ConfigError, match="give the bf16 training weights with --ref-load"):
+        compose_run(args)

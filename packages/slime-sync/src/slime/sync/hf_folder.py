@@ -3,7 +3,8 @@ tensors, written atomically.
 
 Both trainers export through it (`slime.fsdp` for `--save-hf`, `slime.megatron` the same); it consumes any
 iterator of `(hf_name, tensor)` holding at most one shard of host copies at a time. The config is the source
-folder's `config.json` with its dtype set to the exported one (plain JSON: no transformers import here); every
+folder's `config.json` with its dtype set to the exported one and no `quantization_config` (plain JSON: no
+transformers import here); every
 other non-weight file of the source folder (tokenizer, chat template, generation config) is copied. It does
 not convert names or layouts: the tensors must already be in HF naming.
 """
@@ -26,6 +27,8 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".index.json")
 def _write_config(src: Path, dst: Path, dtype: torch.dtype) -> None:
     """`config.json` of `src` with the exported dtype (transformers 5 reads `dtype`; older ones `torch_dtype`)."""
     config = json.loads((src / "config.json").read_text())
+    # The tensors written here are plain (never FP8-quantized), even when the source folder is the FP8 rollout copy.
+    config.pop("quantization_config", None)
     name = str(dtype).removeprefix("torch.")
     config["dtype"] = name
     if "torch_dtype" in config:

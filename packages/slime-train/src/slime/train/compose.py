@@ -130,6 +130,13 @@ def cpu_threads_per_process(args: argparse.Namespace) -> int:
     return max(1, (os.cpu_count() or 1) // (num_engines + 1))
 
 
+def _fp8_plan(args: argparse.Namespace) -> Any:
+    """The FP8 rollout plan of the engines' `--hf-checkpoint` (None when it is not block-FP8)."""
+    from slime.sync.fp8_rollout import Fp8QuantPlan
+
+    return Fp8QuantPlan.from_hf_folder(args.hf_checkpoint) if args.hf_checkpoint else None
+
+
 def compose_run(args: argparse.Namespace) -> RunConfig:
     """The job's `RunConfig` from resolved `args` (with `sglang_passthrough` / `megatron_passthrough` set)."""
     needs_engines = not args.debug_train_only and not args.rollout_external
@@ -151,6 +158,7 @@ def compose_run(args: argparse.Namespace) -> RunConfig:
             engine_tp_size=engines.engine.tp_size if engines else 1,
             num_engines=engines.num_engines if engines else 1,
             colocate=args.colocate,
+            fp8=_fp8_plan(args) if engines else None,
         ),
         cpu_threads=cpu_threads_per_process(args) if args.rollout_engine == "local" else 0,
     )

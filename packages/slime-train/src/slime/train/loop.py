@@ -105,14 +105,43 @@ def _maybe_eval(job: Job, rollout_id: int, *, before_training: bool = False) -> 
         job.metrics.log(_call(job.rollout, "evaluate", rollout_id), rollout_id)
 
 
-def _train_one(job: Job, rollout_id: int, batch: Any) -> dict[str, float]:
+def _timed(timings: dict[str, float], key: str, call: Any, *args: Any) -> None:
+    started = time.perf_counter()
+    call(*args)
+    timings[key] = time.perf_counter() - started
+
+
+def _switch_to_training(job: Job, timings: dict[str, float]) -> None:
+    """Colocate: engines release their memory, the trainer takes the accelerator back (each timed)."""
+    if job.loop.offload_rollout:
+        _timed(timings, "perf/release_rollout_time", _call, job.rollout, "release_memory")
+    if job.loop.offload_train:
+        _timed(timings, "perf/onload_train_time", job.trainer.call, "onload")
+
+
+def _switch_to_rollout_after_sync(job: Job, version: int, timings: dict[str, float]) -> float:
+    """Colocate: engines take their memory back, weights are pushed, the trainer offloads; returns the sync time."""
+    if job.loop.offload_rollout:
+        _timed(timings, "perf/resume_rollout_time", _call, job.rollout, "resume_memory")
+    sync_time = _sync_weights(job, version)
+    if job.loop.offload_train:
+        _timed(timings, "perf/offload_train_time", job.trainer.call, "offload")
+    return sync_time
+
+
+def _switch_metrics(switches: dict[str, float], step_time: float) -> dict[str, float]:
+    """The colocate switches timed this step, their sum and its share of the step (#13's goal: <= 10 %)."""
+    if not switches:
+        return {}
+    total = sum(switches.values())
+    return {**switches, "perf/switch_time": total, "perf/switch_fraction": total / step_time if step_time else 0.0}
+
+
+def _train_one(job: Job, rollout_id: int, batch: Any, switches: dict[str, float]) -> dict[str, float]:
     loop = job.loop
     timings: dict[str, float] = {}
+    _switch_to_training(job, switches)
     started = time.perf_counter()
-    if loop.offload_rollout:
-        _call(job.rollout, "release_memory")
-    if loop.offload_train:
-        job.trainer.call("onload")
     job.progress.phase(rollout_id, "training")
     results = job.trainer.call("train", rollout_id, batch)
     timings["perf/train_time"] = time.perf_counter() - started
@@ -126,24 +155,20 @@ def _train_one(job: Job, rollout_id: int, batch: Any) -> dict[str, float]:
 
 def run_sync(job: Job) -> FanOut:
     """slime's `train.py` loop; returns the metrics history."""
-    loop = job.loop
     job.metrics.log({"perf/update_weights_time": _sync_weights(job, job.start_rollout_id)}, job.start_rollout_id)
     for rollout_id in range(job.start_rollout_id, job.num_rollout):
         step_started = time.perf_counter()
         _maybe_eval(job, rollout_id, before_training=True)
         batch, rollout_metrics = _generate(job, rollout_id)
         rollout_time = time.perf_counter() - step_started
-        train_metrics = _train_one(job, rollout_id, batch)
-        if loop.offload_rollout:
-            _call(job.rollout, "resume_memory")
-        sync_time = _sync_weights(job, rollout_id + 1)
-        if loop.offload_train:
-            job.trainer.call("offload")
+        switches: dict[str, float] = {}
+        train_metrics = _train_one(job, rollout_id, batch, switches)
+        sync_time = _switch_to_rollout_after_sync(job, rollout_id + 1, switches)
         _maybe_eval(job, rollout_id)
         step_time = time.perf_counter() - step_started
         job.metrics.log(
-            {**rollout_metrics, **train_metrics, "perf/rollout_time": rollout_time,
-             "perf/update_weights_time": sync_time, "perf/step_time": step_time},
+            {**rollout_metrics, **train_metrics, **_switch_metrics(switches, step_time),
+             "perf/rollout_time": rollout_time, "perf/update_weights_time": sync_time, "perf/step_time": step_time},
             rollout_id,
         )  # fmt: skip
         job.progress.trained(rollout_id)
@@ -166,7 +191,8 @@ def run_async(job: Job) -> FanOut:
         wait_time = time.perf_counter() - step_started
         if rollout_id + 1 < job.num_rollout:
             pending = job.rollout.submit("generate", rollout_id + 1)
-        train_metrics = _train_one(job, rollout_id, batch)
+        switches: dict[str, float] = {}
+        train_metrics = {**_train_one(job, rollout_id, batch, switches), **switches}
         sync_time = 0.0
         if (rollout_id + 1) % interval == 0:
             if rollout_id + 1 < job.num_rollout:

@@ -81,6 +81,9 @@ class WeightSyncConfig:
     num_engines: int = 1
     colocate: bool = False
     """Engines share the trainer's GPUs: tensors go by CUDA IPC; otherwise SGLang engines join a broadcast group."""
+    fp8: Any = None
+    """`slime.sync.fp8_rollout.Fp8QuantPlan` when the engines serve a block-FP8 `--hf-checkpoint` (FP8 rollout):
+    the trainer's bf16 weights are quantized on the fly during every push."""
 
     def __post_init__(self) -> None:
         if self.transport not in ("nccl", "disk"):
@@ -135,4 +138,21 @@ class RunConfig:
             raise ConfigError(
                 f"RunConfig.trainer is a {type(self.trainer).__name__} but --train-backend is {self.train_backend}; "
                 f"compose it with compose_run (expected {expected})."
+            )
+        if self.weight_sync.fp8 is not None:
+            self._check_fp8_training_source()
+
+    def _check_fp8_training_source(self) -> None:
+        """FP8 rollout: the engines serve the FP8 `--hf-checkpoint`; training needs bf16 weights from elsewhere."""
+        source = self.args.hf_checkpoint
+        if self.train_backend == "fsdp":
+            raise ConfigError(
+                f"--hf-checkpoint {source} is block-FP8 (FP8 rollout) but the fsdp trainer loads its weights from "
+                "--hf-checkpoint; use --train-backend megatron with --ref-load <bf16 checkpoint>, or serve a bf16 "
+                "--hf-checkpoint."
+            )
+        if self.trainer.actor.ref_load is None:
+            raise ConfigError(
+                f"--hf-checkpoint {source} is block-FP8 (FP8 rollout): give the bf16 training weights with --ref-load "
+                "(a torch_dist or bf16 HF folder), as slime's FP8 rollout recipe does."
             )

@@ -111,6 +111,11 @@ class TrainerHost:
             for _ in named:  # gathers are collective: every rank walks the export
                 pass
             return {}
+        plan = self.config.weight_sync.fp8
+        if plan is not None:  # FP8 rollout: bf16 training weights are quantized block-wise as they stream out
+            from slime.sync.fp8_rollout import quantize_for_fp8_engine
+
+            named = quantize_for_fp8_engine(named, plan)
         if self._sender is None or tuple(engine_urls) != self._urls:
             if self._sender is not None:
                 self._sender.close()
