@@ -134,3 +134,24 @@ def test_on_policy_distillation_subtracts_reverse_kl_before_whitening():
     torch.testing.assert_close(returns, base)  # returns are the estimator's, as in slime
     with pytest.raises(ValueError, match="teacher_log_probs"):
         compute_advantages(LossConfig(use_opd=True), **{k: v for k, v in common.items() if k != "teacher_log_probs"})
+
+
+@given(batch=batches(), estimator=st.sampled_from(["grpo", "gspo", "cispo"]))
+def test_given_scores_replace_the_group_baseline(batch, estimator):
+    """slime's reward post-process: its per-sample rewards are the scores, taken as they are (float64)."""
+    scores = torch.linspace(-1.0, 2.0, len(batch.rewards), dtype=torch.float64)
+    loss_mask = batch.packed("masks", torch.long)
+    advantages, _ = compute_advantages(
+        LossConfig(advantage_estimator=estimator), rewards=torch.tensor(batch.rewards, dtype=torch.float64),
+        group_ids=torch.tensor(batch.group_ids), cu_seqlens=batch.cu_seqlens(), loss_mask=loss_mask, scores=scores,
+    )  # fmt: skip
+    expected = torch.repeat_interleave(scores, torch.tensor(batch.lengths))
+    trained = loss_mask.bool()  # positions outside the loss mask never reach the loss
+    torch.testing.assert_close(advantages.to(torch.float64)[trained], expected[trained], rtol=0, atol=1e-12)
+
+
+def test_scores_must_be_one_per_sample():
+    common = {"rewards": torch.ones(2), "group_ids": torch.zeros(2, dtype=torch.long),
+              "cu_seqlens": torch.tensor([0, 1, 3]), "loss_mask": torch.ones(3)}  # fmt: skip
+    with pytest.raises(ValueError, match=r"`scores` \(3,\) must be \[B\]=2"):
+        compute_advantages(LossConfig(), **common, scores=torch.ones(3))

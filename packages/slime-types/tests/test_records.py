@@ -71,3 +71,11 @@ def test_teacher_log_probs_travel_into_the_train_sample():
     with pytest.raises(ContractError, match="teacher_log_probs"):
         TrainSample(tokens=(1, 2, 3), response_length=2, loss_mask=(1, 1), reward=0.0, group_index=0, index=0,
                     teacher_log_probs=(-1.0,))  # fmt: skip
+
+
+def test_post_processed_scores_ride_with_the_batch():
+    groups = [[_scored(0, 0, 1.0), _scored(1, 0, 0.0)]]
+    batch = RolloutBatch.from_groups(3, groups, scores=[0.5, -0.5])
+    assert batch.scores == (0.5, -0.5) and RolloutBatch.from_groups(3, groups).scores is None
+    with pytest.raises(ContractError, match="1 scores for 2 samples"):
+        RolloutBatch.from_groups(3, groups, scores=[0.5])

@@ -93,6 +93,7 @@ def fill_advantages(config: LossConfig, batch: RolloutBatch, data: RolloutTensor
         values=_optional_cat(data.values),
         teacher_log_probs=_optional_cat(data.teacher_log_probs) if config.use_opd else None,
         plugins=plugins,
+        scores=None if batch.scores is None else torch.tensor(batch.scores, dtype=torch.float32),
     )
     data.advantages = split_packed(advantages.float(), cu)
     data.returns = split_packed(returns.float(), cu)

@@ -75,6 +75,7 @@ def compute_advantages(
     values: Tensor | None = None,
     teacher_log_probs: Tensor | None = None,
     plugins: LossPlugins | None = None,
+    scores: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Advantages and returns of every response token of the rollout batch.
 
@@ -85,22 +86,28 @@ def compute_advantages(
         loss_mask: [T] 0/1. old_log_probs, ref_log_probs: [T], needed when the reward KL is used.
         values: [T] critic values (ppo). teacher_log_probs: [T] (use_opd).
         plugins: resolved plugins; None resolves the config's paths now.
+        scores: [B] per-sample scores that replace the group baseline (slime's reward post-process returns them);
+            a custom advantage function then sees them as `rewards`.
 
     Returns:
         (advantages [T], returns [T]), float32 (float64 for float64 rewards), without autograd history.
     """
     _check_layout(rewards, group_ids, cu_seqlens, loss_mask)
+    if scores is not None and scores.shape != rewards.shape:
+        raise ValueError(f"`scores` {tuple(scores.shape)} must be [B]={rewards.shape[0]}, one per sample.")
     kl = reward_kl(config, old_log_probs, ref_log_probs, loss_mask)
     custom = plugins_for(config, plugins).custom_advantage
     if custom is not None:
         rollout_data: dict[str, Tensor | None] = {
-            "rewards": rewards, "group_ids": group_ids, "cu_seqlens": cu_seqlens, "loss_mask": loss_mask,
-            "old_log_probs": old_log_probs, "ref_log_probs": ref_log_probs, "values": values, "kl": kl,
+            "rewards": rewards if scores is None else scores, "group_ids": group_ids, "cu_seqlens": cu_seqlens,
+            "loss_mask": loss_mask, "old_log_probs": old_log_probs, "ref_log_probs": ref_log_probs, "values": values,
+            "kl": kl,
         }  # fmt: skip
         advantages, returns = _run_custom(config, custom, rollout_data)
     else:
+        baseline = group_score_fn(config)(rewards, group_ids) if scores is None else scores
         advantages, returns = TOKEN_ADVANTAGES[config.advantage_estimator](
-            scores=group_score_fn(config)(rewards, group_ids), kl_penalty=config.kl_coef * kl, cu_seqlens=cu_seqlens,
+            scores=baseline, kl_penalty=config.kl_coef * kl, cu_seqlens=cu_seqlens,
             loss_mask=loss_mask, values=values, gamma=config.gamma, lambd=config.lambd,
         )  # fmt: skip
     if config.use_opd:

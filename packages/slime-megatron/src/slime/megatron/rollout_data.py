@@ -111,6 +111,7 @@ def compute_batch_advantages(
         ref_log_probs=cat(ref_log_probs),
         values=cat(values),
         teacher_log_probs=cat(teacher_log_probs),
+        scores=None if batch.scores is None else torch.tensor(batch.scores, dtype=torch.float32, device=device),
     )
     bounds = cu.tolist()
     split = [(bounds[i], bounds[i + 1]) for i in range(len(samples))]

@@ -30,18 +30,6 @@ def _alias(path: str) -> str:
     return SLIME_PATH_ALIASES.get(path, path)
 
 
-def _check_post_processed(groups: Sequence[Sequence[Sample]], rewards: Sequence[float], key: str | None) -> None:
-    """Post-processed rewards that differ from the raw ones would have to replace the group normalisation, which
-    the trainers do not take yet; OPD's post-process returns zeros for both, which is what works today."""
-    raw = [s.get_reward_value(key) for g in groups for s in g]
-    if any(abs(a - b) > 1e-12 for a, b in zip(raw, rewards, strict=True)):
-        raise ContractError(
-            "--custom-reward-post-process-path returned rewards that differ from its raw rewards; using them in "
-            "place of the group normalisation is not implemented yet. Return the same list twice (normalisation "
-            "then applies as usual), or drop the flag."
-        )
-
-
 def rollout_metrics(groups: Sequence[Sequence[Sample]], reward_key: str | None) -> dict[str, float]:
     """slime's `rollout/*` basics: reward mean/std, effective response length, truncation, zero-std groups."""
     samples = [s for g in groups for s in g]
@@ -125,14 +113,13 @@ class RolloutHost:
         groups = self.rollout_fn(self.args, rollout_id, self.data_source)
         if not isinstance(groups, list) or not groups:
             raise ContractError(f"--rollout-function-path returned {type(groups).__name__}, not list[list[Sample]].")
-        rewards = apply_reward_post_process(self.args, groups)  # OPD's teacher log-probs land on the samples here
-        if rewards is not None:
-            _check_post_processed(groups, rewards, self.args.reward_key)
+        # The post-process's rewards replace the group baseline (slime); OPD's teacher log-probs land here too.
+        scores = apply_reward_post_process(self.args, groups)
         metrics = rollout_metrics(groups, self.args.reward_key)
         metrics.update(getattr(groups, "metrics", {}))
         if skipped_rows(self.data_source):
             metrics["rollout/skipped_prompt_rows"] = float(skipped_rows(self.data_source))
-        return RolloutBatch.from_groups(rollout_id, groups, self.args.reward_key), metrics
+        return RolloutBatch.from_groups(rollout_id, groups, self.args.reward_key, scores), metrics
 
     def progress(self) -> dict[str, int]:
         """Counters of the running rollout (read-only; safe beside `generate`)."""

@@ -98,10 +98,18 @@ class RolloutBatch:
     rollout_id: int
     samples: tuple[TrainSample, ...]
     n_samples_per_prompt: int
+    scores: tuple[float, ...] | None = None
+    """Per-sample scores that replace the group baseline (the rewards slime's `--custom-reward-post-process-path`
+    returns); None: the trainer normalises the raw rewards per group as the estimator says."""
 
     def __post_init__(self) -> None:
         if not self.samples:
             raise ContractError(f"RolloutBatch {self.rollout_id} is empty; a rollout must produce samples.")
+        if self.scores is not None and len(self.scores) != len(self.samples):
+            raise ContractError(
+                f"RolloutBatch {self.rollout_id} has {len(self.scores)} scores for {len(self.samples)} samples; "
+                "a reward post-process must return one score per sample."
+            )
 
     @property
     def num_tokens(self) -> int:
@@ -110,11 +118,16 @@ class RolloutBatch:
 
     @classmethod
     def from_groups(
-        cls, rollout_id: int, groups: Sequence[Sequence[Sample]], reward_key: str | None = None
+        cls,
+        rollout_id: int,
+        groups: Sequence[Sequence[Sample]],
+        reward_key: str | None = None,
+        scores: Sequence[float] | None = None,
     ) -> RolloutBatch:
-        """Flatten groups of scored samples; every group must have the same size."""
+        """Flatten groups of scored samples (every group the same size); `scores`: see the field."""
         sizes = {len(g) for g in groups}
         if len(sizes) != 1:
             raise ContractError(f"rollout {rollout_id}: groups have different sizes {sorted(sizes)}.")
         samples = tuple(TrainSample.from_sample(s, reward_key) for g in groups for s in g)
-        return cls(rollout_id=rollout_id, samples=samples, n_samples_per_prompt=sizes.pop())
+        final = None if scores is None else tuple(float(x) for x in scores)
+        return cls(rollout_id=rollout_id, samples=samples, n_samples_per_prompt=sizes.pop(), scores=final)
