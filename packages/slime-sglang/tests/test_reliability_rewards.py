@@ -8,31 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from aiohttp import web
+from slime_testkit.reward_server import Handler, with_reward_server
 
 from slime.sglang.rewards import RemoteRewardConfig, post_reward
 from slime.sglang.rollout.scoring import check_reward
 from slime.types import ContractError, EngineError, Sample
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-async def _with_server(handler: Handler, body: Callable[[str], Awaitable[Any]]) -> Any:
-    app = web.Application()
-    app.router.add_post("/reward", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        return await body(f"http://127.0.0.1:{port}/reward")
-    finally:
-        await runner.cleanup()
 
 
 def _fast(url: str, **kw: Any) -> RemoteRewardConfig:
@@ -40,7 +24,7 @@ def _fast(url: str, **kw: Any) -> RemoteRewardConfig:
 
 
 def _post(handler: Handler, **config: Any) -> Any:
-    return asyncio.run(_with_server(handler, lambda url: post_reward(_fast(url, **config), {"prompt": "q"})))
+    return asyncio.run(with_reward_server(handler, lambda url: post_reward(_fast(url, **config), {"prompt": "q"})))
 
 
 @pytest.mark.parametrize("garbage", ["<html>502 Bad Gateway</html>", "{not json", "\x00\x01binary"])
@@ -73,7 +57,7 @@ def test_server_that_hangs_is_abandoned_after_bounded_tries() -> None:
             release.set()
 
     with pytest.raises(EngineError, match=r"failed 3 times \(each with a 0\.2 s timeout\).*TimeoutError"):
-        asyncio.run(_with_server(hang, body))
+        asyncio.run(with_reward_server(hang, body))
     assert len(calls) == 3
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import types
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from aiohttp import web
+from slime_testkit.reward_server import with_reward_server
 
 from slime.sglang.rewards import (
     RemoteRewardConfig,
@@ -61,23 +62,6 @@ def test_startup_checks_name_the_flag_and_the_fix() -> None:
         asyncio.run(rm_hub_reward(_args(), Sample(response="x")))
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-async def _with_server(handler: Handler, body: Callable[[str], Awaitable[Any]]) -> Any:
-    app = web.Application()
-    app.router.add_post("/reward", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        return await body(f"http://127.0.0.1:{port}/reward")
-    finally:
-        await runner.cleanup()
-
-
 def _fast(url: str, **kw: Any) -> RemoteRewardConfig:
     return RemoteRewardConfig(url=url, backoff_base_s=0.01, max_backoff_s=0.02, jitter_s=0.0, **kw)
 
@@ -98,7 +82,7 @@ def test_remote_rm_retries_until_the_server_answers() -> None:
             mp.setattr(RemoteRewardConfig, "from_args", classmethod(lambda cls, a: _fast(a.rm_url, max_attempts=5)))
             return await rm_hub_reward(args, sample)
 
-    assert asyncio.run(_with_server(flaky, body)) == {"score": 0.75}
+    assert asyncio.run(with_reward_server(flaky, body)) == {"score": 0.75}
     assert seen == [{"prompt": "q", "response": "r", "label": "l"}] * 3
 
 
@@ -114,7 +98,7 @@ def test_remote_rm_gives_a_clear_error_after_the_last_try() -> None:
         return await post_reward(_fast(url, max_attempts=3), {"prompt": "q"})
 
     with pytest.raises(EngineError, match=r"failed 3 times.*last error: HTTP 500: boom"):
-        asyncio.run(_with_server(down, body))
+        asyncio.run(with_reward_server(down, body))
     assert calls == 3
 
 
@@ -127,7 +111,7 @@ def test_remote_rm_times_out_each_try() -> None:
         return await post_reward(_fast(url, max_attempts=2, timeout_s=0.2), {})
 
     with pytest.raises(EngineError, match="failed 2 times.*TimeoutError"):
-        asyncio.run(_with_server(slow, body))
+        asyncio.run(with_reward_server(slow, body))
 
 
 def test_remote_rm_does_not_retry_a_rejected_request() -> None:
@@ -142,5 +126,5 @@ def test_remote_rm_does_not_retry_a_rejected_request() -> None:
         return await post_reward(_fast(url), {})
 
     with pytest.raises(EngineError, match="HTTP 422: missing label"):
-        asyncio.run(_with_server(reject, body))
+        asyncio.run(with_reward_server(reject, body))
     assert calls == 1

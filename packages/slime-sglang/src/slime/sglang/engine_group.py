@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import itertools
 
 from slime.sglang.blocking_http import is_ok
 from slime.sglang.client import EngineClient
@@ -123,9 +122,10 @@ class EngineGroup:
         """GPU slots for `count` new engines: those of engines no longer in the group first (a replacement takes
         the dead engine's GPUs), then new ones."""
         taken = {e.gpu_slot for e in self.engines}
-        free = [slot for slot in range(self.config.num_engines) if slot not in taken]
-        extra = range(max(taken | set(free), default=-1) + 1, 1 << 30)
-        return (free + list(itertools.islice(extra, count)))[:count]
+        slots = [slot for slot in range(self.config.num_engines) if slot not in taken]
+        beyond = max(taken | set(slots), default=-1) + 1
+        slots += range(beyond, beyond + max(0, count - len(slots)))
+        return slots[:count]
 
     def _launch(self, count: int) -> list[str]:
         slots = self._free_gpu_slots(count)
