@@ -2,7 +2,8 @@
 # Runs ON THE DEVICE (lent H100/H200), from the repo root, via the `run` tool. Subcommands:
 #   stage1            install .sgl/c01 into /tmp/site, build the random Qwen3-0.6B-shaped model
 #   stage2            install .sgl/c02 into /tmp/site, import check
-#   stage3            install .sgl/c03 (sglang-router, zstandard), import check of slime.sglang
+#   stage3            install .sgl/c03 (xgrammar, zstandard, torch-memory-saver, megatron-core, mbridge), import
+#                     check of SGLang and slime.sglang
 #   keep DIR          keep a flash_ops part (DIR = .sgl/f1 | .sgl/f2 | .sgl/f3) under /root/fo
 #   fa3               rebuild sgl_kernel/flash_ops.abi3.so from the 3 parts (enables the default fa3 backend)
 #   bench TAG OUTLEN TIMEOUT [sglang args]        sglang.bench_offline_throughput, 256 prompts, input 128
@@ -42,7 +43,7 @@ import sglang.srt.layers.attention.triton_backend, sglang.srt.layers.attention.f
 import sglang, transformers; print('PREFLIGHT_OK sglang', sglang.__version__, 'transformers', transformers.__version__, 'sgl_kernel', sgl_kernel.__version__, 'flashinfer', flashinfer.__version__)" 2>&1 | tail -8
   echo "preflight done at +$(( $(date +%s)-T0 ))s"
   python3 -c "
-import sglang_router, zstandard, slime.sglang, slime.sync
+import sglang_router, zstandard, slime.sglang, slime.sync, torch_memory_saver, megatron.core, mbridge
 from slime.sglang.server_args import known_server_flags
 flags = known_server_flags('sglang'); print('SLIME_OK', len(flags), 'sglang flags;', '--attention-backend' in flags)" 2>&1 | tail -4
   timeout 60 python3 -m sglang_router.launch_router --help > /dev/null && echo "router OK at +$(( $(date +%s)-T0 ))s" ;;
@@ -97,6 +98,7 @@ loop)
     --sglang-mem-fraction-static 0.4 --sglang-attention-backend triton \
     --metrics-jsonl $OUT/loop_$BACKEND.jsonl "$@" > $OUT/loop_$BACKEND.log 2>&1
   echo "== loop $BACKEND rc=$? wall=$(( $(date +%s)-T0 ))s"
+  E=$(ls -t /tmp/slime-engine-*.log 2>/dev/null | head -1); [ -n "$E" ] && grep -v "Decode batch" $E | tail -400 > $OUT/loop_${BACKEND}_engine.log
   grep -aE "Traceback|Error|\[step" $OUT/loop_$BACKEND.log | cut -c1-400 | tail -12 ;;
 *) echo "unknown subcommand $1"; exit 2 ;;
 esac

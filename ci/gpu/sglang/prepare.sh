@@ -23,7 +23,9 @@ C02="sglang==0.5.17 sglang-kernel==0.4.5 flashinfer-python==0.6.15.post1 soundfi
  partial-json-parser==0.2.1.1.post7 sniffio==1.3.1"
 # The client tests need the real router (its runtime deps setproctitle, orjson, uvicorn, fastapi are in c02;
 # aiohttp is in the image) and slime.sync's zstandard; pytest, psutil and safetensors are in the image.
-C03="xgrammar==0.2.1 zstandard==0.25.0"
+# The colocated loop (#13) needs SGLang's memory saver (--enable-memory-saver) and, for Megatron, megatron-core
+# and mbridge (ci/gpu/megatron/fetch_wheels.sh's pair): 5.3 MB more, still under the limit with the tree.
+C03="xgrammar==0.2.1 zstandard==0.25.0 torch-memory-saver==0.0.10 megatron-core==0.16.1 mbridge==0.15.1"
 python3 -m pip download -q $PLAT -d $S/dl $C01 $C02 $C03
 rm -rf $S/c01 $S/c02 $S/c03 && mkdir -p $S/c01 $S/c02 $S/c03
 for w in $C01; do n=${w%%==*}; v=${w##*==}; cp $S/dl/$(echo $n | tr - _)-$v-*.whl $S/c01/; done

@@ -161,6 +161,7 @@ def run_transport(conn: Any, transport: str, model: str, args: argparse.Namespac
     for version in range(args.repeats + 1):
         sync(src)
         stats = sender.publish(weights.items(), version)
+        print(f"[bench_sync_gpu]   publish v{version}: {stats['seconds']:.3f} s", file=sys.stderr, flush=True)
         if version:  # version 0 is the warm-up (handles, communicators, allocator)
             times.append(stats["seconds"])
     exact = ask("fingerprint", None) == fingerprint(weights)
@@ -184,6 +185,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="cpu: shared memory + gloo")
     p.add_argument("--models", default="0.6b,4b", help=f"comma-separated subset of {sorted(MODELS)}")
+    p.add_argument("--transports", default="colocated,broadcast", help="comma-separated subset, in that order")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--bucket-mb", type=int, default=512)
     p.add_argument("--copy-mb", type=int, default=None, help="bandwidth-probe copy size (2048 on GPU, 64 on CPU)")
@@ -207,10 +209,14 @@ def main() -> None:
     proc.start()
     try:
         for model in args.models.split(","):
-            for transport in ("colocated", "broadcast") if two else ("colocated",):
+            for transport in args.transports.split(","):
+                if transport == "broadcast" and not two:
+                    continue
                 bw = result["p2p_gb_per_s" if transport == "broadcast" and gpus >= 2 else "copy_gb_per_s"] * 1e9
                 print(f"[bench_sync_gpu] {model} {transport} ...", file=sys.stderr, flush=True)
                 result["rows"].append(run_transport(conn, transport, model, args, bw))
+                # each row as soon as it exists: a run stopped by a time limit keeps what it measured
+                print(f"[bench_sync_gpu] row {json.dumps(result['rows'][-1])}", file=sys.stderr, flush=True)
     finally:
         conn.send(None)
         proc.join(120)

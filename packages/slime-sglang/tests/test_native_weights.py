@@ -243,3 +243,14 @@ def test_bodies_carry_exactly_sglangs_fields() -> None:
         fields = real_sglang.io_struct_fields(SOURCE, cls)
         body = calls[0].body
         assert set(body) <= set(fields) and {f.name for f in fields.values() if f.required} <= set(body)  # type: ignore[arg-type]
+
+
+@needs_sglang
+def test_sglang_reads_the_health_variable_slime_sets() -> None:
+    """`engine_env` turns SGLang's generating `/health` off; this pins the variable's name and meaning in 0.5.17."""
+    from slime.sglang.engine_process import SGLANG_DEFAULT_ENV
+
+    ((name, _),) = SGLANG_DEFAULT_ENV
+    assert f"{name} = EnvBool(True)" in (SOURCE / "sglang/srt/environ.py").read_text()
+    server = (SOURCE / "sglang/srt/entrypoints/http_server.py").read_text()
+    assert f"not envs.{name}.get()" in server and 'request.url.path == "/health"' in server

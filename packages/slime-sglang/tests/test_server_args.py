@@ -89,3 +89,14 @@ def test_validation_against_the_local_server_flags() -> None:
 @pytest.mark.skipif(importlib.util.find_spec("sglang") is not None, reason="sglang is installed here")
 def test_sglang_flags_are_unknown_without_sglang() -> None:
     assert known_server_flags("sglang") is None
+
+
+def test_sglang_engines_get_a_health_endpoint_that_does_not_generate() -> None:
+    from slime.sglang.engine_process import engine_env
+
+    name = "SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION"
+    assert engine_env(EngineConfig(model_path="/m"), environ={}) == {name: "false"}
+    assert engine_env(EngineConfig(model_path="/m"), environ={name: "true"}) == {}  # the user's environment wins
+    own = EngineConfig(model_path="/m", env=((name, "1"), ("X", "y")))
+    assert engine_env(own, environ={}) == {name: "1", "X": "y"}  # and so does the engine config's
+    assert engine_env(EngineConfig(model_path="/m", backend="local"), environ={}) == {}

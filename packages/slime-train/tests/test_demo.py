@@ -23,7 +23,7 @@ def test_demo_reward_rises_and_artifacts_exist(tmp_path, capsys):
     # Colocated: every step times the four memory switches and reports their share of the step.
     steps = [row for row in rows if "perf/step_time" in row]
     for row in steps:
-        parts = ("release_rollout", "onload_train", "resume_rollout", "offload_train")
+        parts = ("release_rollout", "onload_train", "resume_rollout", "offload_train", "resume_rollout_kv")
         assert all(row[f"perf/{p}_time"] >= 0 for p in parts)
         assert row["perf/switch_time"] == pytest.approx(sum(row[f"perf/{p}_time"] for p in parts))
         assert 0 < row["perf/switch_fraction"] < 1

@@ -68,7 +68,8 @@ def test_run_qwen3_4b_composes_one_run_config():
     assert config.loss is config.trainer.loss and config.loss.use_kl_loss and config.loss.kl_loss_type == "low_var_kl"
     assert config.loss.eps_clip_high == 0.28
     assert config.engines.num_engines == 4 and config.engines.engine.backend == "sglang"
-    assert config.engines.engine.server_args == ("--mem-fraction-static", "0.7")
+    # colocated engines release their memory for the trainer: SGLang's memory saver is switched on for them
+    assert config.engines.engine.server_args == ("--mem-fraction-static", "0.7", "--enable-memory-saver")
     assert config.engines.engine.base_gpu_id == 0  # colocated: the engines share the actor's GPUs from 0
     assert config.loop.offload_rollout and config.loop.offload_train and config.loop.num_rollout == 3000
     assert config.weight_sync.transport == "nccl" and config.cpu_threads == 0
@@ -88,3 +89,4 @@ def test_disaggregated_engines_start_after_the_actors_gpus():
     args, _ = parse_job_args([*MODEL_ARGS, *flags, "--rollout-num-gpus", "4"], async_loop=False, env=GPU)
     engine = compose_run(args).engines.engine
     assert engine.base_gpu_id == 4 and engine.num_gpus_per_engine == 2
+    assert "--enable-memory-saver" not in engine.server_args  # disaggregated engines keep their memory

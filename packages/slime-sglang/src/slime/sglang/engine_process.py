@@ -10,7 +10,9 @@ ends the whole process tree; a parent that dies takes its engines with it. It do
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from slime.sglang.managed_process import ManagedProcess
@@ -20,6 +22,18 @@ from slime.types import ConfigError, EngineError
 
 PORT_RETRIES = 3
 HEALTH_PATHS = ("/health", "/health_generate")
+SGLANG_DEFAULT_ENV = (("SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION", "false"),)
+"""SGLang's `/health` generates a token by default. The router probes `/health` every few seconds, and a probe that
+reaches an engine whose memory is released (colocate) crashes its scheduler (seen on an H100 with SGLang 0.5.17).
+With this off `/health` only proves the server answers; the deep probe is `/health_generate`, which slime sends
+itself and never while memory is released. A value set in the environment or `EngineConfig.env` wins."""
+
+
+def engine_env(config: EngineConfig, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The variables an engine process gets on top of the inherited environment."""
+    env = dict(SGLANG_DEFAULT_ENV) if config.backend == "sglang" else {}
+    env = {name: value for name, value in env.items() if name not in environ}
+    return {**env, **dict(config.env)}
 
 
 class EngineProcess:
@@ -82,7 +96,7 @@ class EngineProcess:
             launch_command(self.config, port, nccl_port, gpu_slot=self.gpu_slot),
             name=f"engine-{self.index}",
             log_path=log_path,
-            env=dict(self.config.env),
+            env=engine_env(self.config),
         )
         self._process.start()
 

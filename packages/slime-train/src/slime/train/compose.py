@@ -84,6 +84,10 @@ def engine_group_config(args: argparse.Namespace) -> Any:
     from slime.sglang.server_args import EngineConfig, split_sglang_args
 
     _, engine_flags = split_sglang_args(args.sglang_passthrough)
+    if args.rollout_engine != "local" and args.offload_rollout and "--enable-memory-saver" not in engine_flags:
+        # slime's rule: engines that release their memory for the trainer run SGLang's torch_memory_saver allocator;
+        # without it /release_memory_occupation keeps every byte (weights and KV cache) on the GPU.
+        engine_flags = [*engine_flags, "--enable-memory-saver"]
     router_flags = [
         t.replace("--router-", "--", 1) if t.startswith("--router-") else t
         for t in args.sglang_passthrough

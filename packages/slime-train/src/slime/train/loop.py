@@ -119,13 +119,24 @@ def _switch_to_training(job: Job, timings: dict[str, float]) -> None:
         _timed(timings, "perf/onload_train_time", job.trainer.call, "onload")
 
 
+WEIGHT_TAGS = ("weights",)
+KV_TAGS = ("kv_cache", "cuda_graph")
+"""SGLang's memory tags. Engines take back their weights' memory first (small), receive the weights, and only after
+the trainer has offloaded take the KV cache and CUDA graphs (large), as slime does: resuming everything while the
+trainer still holds its state and its step's cached activations ran the GPU out of memory (seen on an H100: fsdp,
+Qwen3-0.6B shape, 16k-token micro-batches, --sglang-mem-fraction-static 0.4, at the third resume)."""
+
+
 def _switch_to_rollout_after_sync(job: Job, version: int, timings: dict[str, float]) -> float:
-    """Colocate: engines take their memory back, weights are pushed, the trainer offloads; returns the sync time."""
+    """Colocate: engines take their weights' memory back, weights are pushed, the trainer offloads, engines take
+    their KV cache back; returns the sync time."""
     if job.loop.offload_rollout:
-        _timed(timings, "perf/resume_rollout_time", _call, job.rollout, "resume_memory")
+        _timed(timings, "perf/resume_rollout_time", _call, job.rollout, "resume_memory", WEIGHT_TAGS)
     sync_time = _sync_weights(job, version)
     if job.loop.offload_train:
         _timed(timings, "perf/offload_train_time", job.trainer.call, "offload")
+    if job.loop.offload_rollout:
+        _timed(timings, "perf/resume_rollout_kv_time", _call, job.rollout, "resume_memory", KV_TAGS)
     return sync_time
 
 

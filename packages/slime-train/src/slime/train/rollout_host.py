@@ -132,13 +132,13 @@ class RolloutHost:
         result = self.eval_fn(self.args, rollout_id, self.data_source, evaluation=True)
         return {k: float(v) for k, v in getattr(result, "metrics", {}).items()}
 
-    def _control(self, method: str) -> None:
+    def _control(self, method: str, *args: Any) -> None:
         from slime.sglang.client import EngineClient
 
         async def call() -> None:
             # A client per call: its session belongs to this short-lived event loop.
             async with EngineClient(self.group.router_url, worker_urls=self.engine_urls()) as client:
-                await getattr(client, method)()
+                await getattr(client, method)(*args)
 
         asyncio.run(call())
 
@@ -148,10 +148,11 @@ class RolloutHost:
             self.monitor.pause()  # a released engine cannot answer /health_generate
         self._control("release_memory_occupation")
 
-    def resume_memory(self) -> None:
-        """Engines take their memory back before the weight sync."""
-        self._control("resume_memory_occupation")
-        if self.monitor is not None:
+    def resume_memory(self, tags: Sequence[str] | None = None) -> None:
+        """Engines take back the memory of `tags` (SGLang's "weights", "kv_cache", "cuda_graph"; None: all). Health
+        probes resume once the KV cache is back, since an engine cannot generate without it."""
+        self._control("resume_memory_occupation", None if tags is None else list(tags))
+        if self.monitor is not None and (tags is None or "kv_cache" in tags):
             self.monitor.resume()
 
     def weights_incoming(self, incoming: bool) -> None:
