@@ -76,12 +76,22 @@ def test_offload_onload(tiny_qwen3_dir, dist_ws1, make_batch):
     batch = make_batch(4, seed=52)
     policy.train(0, batch)
     weights = dict(policy.export_weights())
+    adam = [v for state in policy.optimizer.state.values() for v in state.values() if v.dim() > 0]
+    assert adam
     policy.offload()
     assert policy.is_offloaded
-    assert all(p.device.type == "cpu" for p in policy.model.parameters())
+    # the device bytes are gone (storages resized to 0), yet the very same parameter and Adam objects remain
+    assert all(p.to_local().untyped_storage().nbytes() == 0 for p in policy.model.parameters())
+    assert all(v.to_local().untyped_storage().nbytes() == 0 for v in adam)
+    host = policy._offloader.host_bytes
+    assert host >= sum(p.to_local().nelement() * 4 * 3 for p in policy.model.parameters())  # weights + 2 moments
     with pytest.raises(ContractError, match="onload"):
         policy.train(1, batch)
     policy.onload()
     assert not policy.is_offloaded
     assert all(torch.equal(t, weights[n]) for n, t in policy.export_weights())
     assert math.isfinite(policy.train(1, batch)["train/loss"])
+    policy.offload()  # the next step reuses the host buffers
+    assert policy._offloader.host_bytes == host
+    policy.onload()
+    assert math.isfinite(policy.train(2, batch)["train/loss"])

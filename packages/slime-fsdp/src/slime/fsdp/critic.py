@@ -40,7 +40,7 @@ class FSDPCritic:
         optimizer_config = config.critic_optimizer
         self.optimizer = build_optimizer(self.params, optimizer_config)
         self.scheduler = build_scheduler(self.optimizer, optimizer_config)
-        self.offloader = Offloader(self.model, self.optimizer, info.device)
+        self.offloader = Offloader(self.model, self.optimizer)
 
     def compute_values(self, batch: RolloutBatch, plan: Sequence[Sequence[int]]) -> list[Tensor]:
         """Per-sample [R_i] float32 CPU values of the response tokens; `plan` is this rank's micro-batches.

@@ -72,7 +72,7 @@ class FSDPPolicy:
         self.scheduler = build_scheduler(self.optimizer, config)
         self.plugins = resolve_loss_plugins(config.loss)
         self._backup = WeightBackup(self.model)
-        self._offloader = Offloader(self.model, self.optimizer, self.info.device)
+        self._offloader = Offloader(self.model, self.optimizer)
         self.critic = FSDPCritic(config, mesh, self.info) if config.loss.use_critic else None
         self.global_step = 0
         self.start_rollout_id = 0

@@ -5,9 +5,10 @@ Two mechanisms:
 - `torch_memory_saver` (when importable, on CUDA, and its allocator hook is active in this process: the process
   was started with its `LD_PRELOAD` hook and `TMS_INIT_ENABLE=1`): `pause()` / `resume()`, as slime does.
 - Otherwise a portable fallback: every distinct storage behind the parameters, the DDP parameter/gradient
-  buffers and the optimizer (fp32 main parameters, Adam moments) is copied to host memory (pinned on CUDA) and
-  its device storage is resized to zero bytes; onload resizes it back and copies the bytes in. All tensors and
-  views (`param.main_grad`, optimizer shard views) stay valid. Gradient buffers are not copied, only re-zeroed.
+  buffers and the optimizer (fp32 main parameters, Adam moments) goes through `slime.sync.HostStash`: copied to
+  host buffers (pinned on CUDA, allocated once and reused every step) and resized to zero bytes on the device;
+  onload resizes it back and copies the bytes in. All tensors and views (`param.main_grad`, optimizer shard views)
+  stay valid. Gradient buffers are not copied, only re-zeroed.
 
 Both report the bytes moved and the device memory before and after (`perf/offload_*` metrics). It does not
 destroy or rebuild process groups.
@@ -20,6 +21,8 @@ import time
 from collections.abc import Iterator
 
 import torch
+
+from slime.sync.host_stash import HostStash, distinct_storages
 
 
 def _optimizer_tensors(optimizer) -> Iterator[torch.Tensor]:
@@ -51,7 +54,7 @@ class Offloader:
     def __init__(self, stack) -> None:
         self._stack = stack
         self._saver = _memory_saver()
-        self._host: list[tuple[torch.UntypedStorage, torch.UntypedStorage | None, int]] = []
+        self._stash = HostStash()
         self.offloaded = False
 
     @property
@@ -60,28 +63,13 @@ class Offloader:
         return "torch_memory_saver" if self._saver is not None else "fallback"
 
     def _storages(self) -> tuple[list[torch.UntypedStorage], list[torch.UntypedStorage]]:
-        keep, grads, seen = [], [], set()
-
-        def add(tensor: torch.Tensor | None, into: list) -> None:
-            if tensor is None:
-                return
-            storage = tensor.untyped_storage()
-            if storage.nbytes() and storage.data_ptr() not in seen:
-                seen.add(storage.data_ptr())
-                into.append(storage)
-
-        for ddp in self._stack.models:
-            for buffer in ddp.buffers + ddp.expert_parallel_buffers:
-                add(buffer.param_data, keep)
-        for module in self._stack.modules:
-            for param in module.parameters():
-                add(param.data, keep)
-        for tensor in _optimizer_tensors(self._stack.optimizer):
-            add(tensor, keep)
-        for ddp in self._stack.models:  # last: a grad buffer shared with a kept storage was already taken
-            for buffer in ddp.buffers + ddp.expert_parallel_buffers:
-                add(buffer.grad_data, grads)
-        return keep, grads
+        seen: set[int] = set()
+        ddp_buffers = [b for ddp in self._stack.models for b in ddp.buffers + ddp.expert_parallel_buffers]
+        keep = distinct_storages((b.param_data for b in ddp_buffers), seen)
+        keep += distinct_storages((p.data for m in self._stack.modules for p in m.parameters()), seen)
+        keep += distinct_storages(_optimizer_tensors(self._stack.optimizer), seen)
+        # last: a grad buffer shared with a kept storage was already taken
+        return keep, distinct_storages((b.grad_data for b in ddp_buffers), seen)
 
     def offload(self) -> dict[str, float]:
         """Free the device memory of weights, gradients and optimizer state; returns timing and byte figures."""
@@ -91,22 +79,10 @@ class Offloader:
         if self._saver is not None:
             self._saver.pause()
             moved = 0
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # the step's cached activations, which the saver does not own
         else:
-            keep, grads = self._storages()
-            pin = torch.cuda.is_available()
-            for storage in keep:
-                host = torch.UntypedStorage(storage.nbytes(), device="cpu")
-                host = host.pin_memory() if pin else host
-                host.copy_(storage)
-                self._host.append((storage, host, storage.nbytes()))
-            self._host.extend((s, None, s.nbytes()) for s in grads)
-            for storage, _, _ in self._host:
-                storage.resize_(0)
-            moved = sum(n for _, h, n in self._host if h is not None)
-        if torch.cuda.is_available():
-            # Freed blocks stay reserved by PyTorch's caching allocator (activations included) until emptied: without
-            # this a colocated engine's resume runs out of memory (seen on an H100 with the fallback).
-            torch.cuda.empty_cache()
+            moved = self._stash.stash(*self._storages())
         self.offloaded = True
         return _figures("offload", start, before, moved)
 
@@ -119,21 +95,9 @@ class Offloader:
             self._saver.resume()
             moved = 0
         else:
-            moved = 0
-            for storage, host, nbytes in self._host:
-                storage.resize_(nbytes)
-                if host is None:
-                    _zero(storage)
-                else:
-                    storage.copy_(host)
-                    moved += nbytes
-            self._host.clear()
+            moved = self._stash.restore()
         self.offloaded = False
         return _figures("onload", start, before, moved)
-
-
-def _zero(storage: torch.UntypedStorage) -> None:
-    torch.tensor([], dtype=torch.uint8, device=storage.device).set_(storage).zero_()
 
 
 def _allocated() -> int:

@@ -17,6 +17,7 @@ _EXPORTS = {  # module -> its public names
     "disk": ("DiskReceiver", "DiskSender", "latest_disk_payload"),
     "fp8_rollout": ("Fp8QuantPlan", "quantize_for_fp8_engine"),
     "handshake": ("FORMAT", "LoadWeights", "PayloadHeader", "VersionedReceiver"),
+    "host_stash": ("HostStash", "distinct_storages"),
     "peers": ("is_loopback_peer",),
     "shared_memory": ("SharedMemoryReceiver", "SharedMemorySender"),
     "tensor_bytes": ("tensor_checksum",),

@@ -1,0 +1,107 @@
+"""`HostStash`: park a trainer's device storages in host memory while colocated engines use the accelerator.
+
+`stash(keep, zero_only)` copies every storage in `keep` into a host buffer and frees its device memory by resizing
+the storage to zero bytes; every tensor, view and optimizer reference over it stays valid (the storage object is
+the same, only its bytes are gone). Storages in `zero_only` (gradient buffers) are freed without a copy and come
+back zero-filled. `restore()` resizes each storage back and copies its bytes in.
+
+Why host buffers are kept between stashes: allocating pinned memory is slow (cudaHostAlloc of gigabytes takes about
+as long as the copy itself), and pageable copies run at a fraction of PCIe speed. A colocated loop stashes the same
+storages every step, so buffer i is reused while storage i keeps its size. The price is host memory equal to the
+stashed bytes, held for the whole run (it is needed during every rollout anyway).
+
+It does not choose what to stash (trainers do: `distinct_storages` helps), and does not touch the caching
+allocator beyond one `empty_cache()` after freeing, so that the engines can take the memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+
+
+def distinct_storages(
+    tensors: Iterable[torch.Tensor | None], seen: set[int] | None = None
+) -> list[torch.UntypedStorage]:
+    """The untyped storages behind `tensors`, each once (tensors sharing a storage, views, ...), none of zero bytes.
+
+    `seen` (data pointers) is shared between calls so that a second group leaves out what the first took."""
+    seen = set() if seen is None else seen
+    out: list[torch.UntypedStorage] = []
+    for tensor in tensors:
+        if tensor is None:
+            continue
+        storage = tensor.untyped_storage()
+        if storage.nbytes() and storage.data_ptr() not in seen:
+            seen.add(storage.data_ptr())
+            out.append(storage)
+    return out
+
+
+class HostStash:
+    """Host copies of a set of device storages, with the host buffers kept for the next stash."""
+
+    def __init__(self) -> None:
+        self._buffers: list[torch.UntypedStorage] = []
+        self._held: list[tuple[torch.UntypedStorage, torch.UntypedStorage | None, int]] = []
+
+    @property
+    def stashed(self) -> bool:
+        return bool(self._held)
+
+    @property
+    def host_bytes(self) -> int:
+        """Host memory held by the reusable buffers."""
+        return sum(b.nbytes() for b in self._buffers)
+
+    def _buffer(self, index: int, like: torch.UntypedStorage) -> torch.UntypedStorage:
+        if index < len(self._buffers) and self._buffers[index].nbytes() == like.nbytes():
+            return self._buffers[index]
+        host = torch.UntypedStorage(like.nbytes(), device="cpu")
+        host = host.pin_memory() if like.device.type == "cuda" else host
+        if index < len(self._buffers):
+            self._buffers[index] = host
+        else:
+            self._buffers.append(host)
+        return host
+
+    def stash(self, keep: Sequence[torch.UntypedStorage], zero_only: Sequence[torch.UntypedStorage] = ()) -> int:
+        """Copy `keep` to host, free `keep` and `zero_only` on the device; returns the bytes copied.
+
+        Raises:
+            RuntimeError: already stashed (restore first: a second stash would overwrite the host copies).
+        """
+        if self._held:
+            raise RuntimeError("HostStash.stash called twice without restore(); the first copies would be lost")
+        del self._buffers[len(keep) :]
+        for index, storage in enumerate(keep):
+            host = self._buffer(index, storage)
+            host.copy_(storage, non_blocking=True)
+            self._held.append((storage, host, storage.nbytes()))
+        self._held.extend((s, None, s.nbytes()) for s in zero_only)
+        _synchronize(self._held)  # every copy has landed before its source is freed
+        for storage, _, _ in self._held:
+            storage.resize_(0)
+        if any(s.device.type == "cuda" for s, _, _ in self._held):
+            torch.cuda.empty_cache()
+        return sum(n for _, h, n in self._held if h is not None)
+
+    def restore(self) -> int:
+        """Give every stashed storage its bytes back (zero-only ones zero-filled); returns the bytes copied."""
+        moved = 0
+        for storage, host, nbytes in self._held:
+            storage.resize_(nbytes)
+            if host is None:
+                torch.tensor([], dtype=torch.uint8, device=storage.device).set_(storage).zero_()
+            else:
+                storage.copy_(host, non_blocking=True)
+                moved += nbytes
+        _synchronize(self._held)  # the host buffers are rewritten at the next stash
+        self._held.clear()
+        return moved
+
+
+def _synchronize(held: Sequence[tuple[torch.UntypedStorage, torch.UntypedStorage | None, int]]) -> None:
+    if any(s.device.type == "cuda" for s, _, _ in held):
+        torch.cuda.synchronize()

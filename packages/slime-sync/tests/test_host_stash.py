@@ -1,0 +1,51 @@
+"""`HostStash`: storages freed on the device and restored bit-exactly, views kept, host buffers reused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from slime.sync.host_stash import HostStash, distinct_storages
+
+
+def test_stash_frees_restores_and_reuses_buffers() -> None:
+    weight = torch.randn(64, 32)
+    view = weight[3:7]  # a view into the same storage
+    moment = torch.randn(100, dtype=torch.float64)
+    grad = torch.randn(64, 32)
+    before = (weight.clone(), moment.clone())
+    keep = distinct_storages([weight, view, moment, None, torch.empty(0)])
+    assert len(keep) == 2  # the view shares the weight's storage; empty and None are skipped
+    stash = HostStash()
+    assert stash.stash(keep, distinct_storages([grad])) == weight.nbytes + moment.nbytes
+    assert stash.stashed and weight.untyped_storage().nbytes() == 0 and grad.untyped_storage().nbytes() == 0
+    buffers = list(stash._buffers)
+    with pytest.raises(RuntimeError, match="twice"):
+        stash.stash(keep)
+    assert stash.restore() == weight.nbytes + moment.nbytes
+    assert torch.equal(weight, before[0]) and torch.equal(moment, before[1]) and torch.equal(view, before[0][3:7])
+    assert torch.count_nonzero(grad) == 0  # zero-only storages come back zeroed, not copied
+    weight.add_(1.0)  # a changed weight is what the next stash must save
+    stash.stash(keep)
+    assert all(a is b for a, b in zip(stash._buffers, buffers, strict=True))  # same host buffers, no new allocation
+    stash.restore()
+    assert torch.equal(weight, before[0] + 1.0) and not stash.stashed
+
+
+def test_distinct_storages_shares_what_it_has_seen() -> None:
+    a, b = torch.ones(4), torch.ones(4)
+    seen: set[int] = set()
+    assert len(distinct_storages([a], seen)) == 1
+    assert distinct_storages([a, a[1:]], seen) == [] and len(distinct_storages([b], seen)) == 1
+
+
+def test_a_resized_storage_gets_a_new_buffer() -> None:
+    t = torch.ones(8)
+    stash = HostStash()
+    stash.stash(distinct_storages([t]))
+    stash.restore()
+    u = torch.ones(16)
+    stash.stash(distinct_storages([u]))
+    assert stash.host_bytes == u.nbytes
+    stash.restore()
+    assert torch.equal(u, torch.ones(16))
