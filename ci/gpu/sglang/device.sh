@@ -9,6 +9,7 @@
 #   bench TAG OUTLEN TIMEOUT [sglang args]        sglang.bench_offline_throughput, 256 prompts, input 128
 #   client TAG OUTLEN TIMEOUT [sglang args]       benchmarks/bench_engine.py: slime's client through the router,
 #                                                 same prompts/lengths, vs `bench TAG OUTLEN` and the decode floor
+#                                                 ($CLIENT_ARGS go to bench_engine.py, e.g. --no-logprob)
 #   tests TIMEOUT [sglang args]                   slime.sglang's client tests against stock SGLang (2 engines + router)
 #   server TAG [sglang args]                      launch_server, /health, /generate, /update_weights_from_disk
 #   weights TIMEOUT [weight_sync_test.py args]    slime.sync -> stock SGLang through its own weight routes (#6):
@@ -67,7 +68,7 @@ client)
   TAG=$2; OL=$3; TO=$4; shift 4
   OFF=/root/offline_${TAG}_${OL}.jsonl; [ -s $OFF ] && OFFARG="--offline-json $OFF" || OFFARG=""
   timeout $TO python3 benchmarks/bench_engine.py --backend sglang --model-path $M --num-engines 1 --num-prompts 256 \
-    --input-len 128 --output-len $OL --temperature 0 --decode-floor $OFFARG --json --server-args "$*" \
+    --input-len 128 --output-len $OL --temperature 0 --decode-floor $OFFARG --json --server-args "$*" $CLIENT_ARGS \
     > $OUT/client_${TAG}_${OL}.json 2> $OUT/client_${TAG}_${OL}.log
   echo "== client $TAG out=$OL rc=$? wall=$(( $(date +%s)-T0 ))s"; cat $OUT/client_${TAG}_${OL}.json; tail -5 $OUT/client_${TAG}_${OL}.log ;;
 tests)
