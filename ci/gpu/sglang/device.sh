@@ -15,7 +15,8 @@
 #   weights TIMEOUT [weight_sync_test.py args]    slime.sync -> stock SGLang through its own weight routes (#6):
 #                                                 CUDA IPC tensor path, disk, broadcast (gloo; nccl on 2 GPUs)
 #   loop BACKEND TIMEOUT [slime flags]            slime.train's colocated GRPO loop on one GPU (--no-ray), BACKEND
-#                                                 fsdp | megatron (the latter after ci/gpu/megatron's wheels)
+#                                                 fsdp | megatron (megatron-core and mbridge come with stage3)
+#   disagg BACKEND TIMEOUT sync|async [flags]     the same on 2 GPUs (trainer GPU 0, engine GPU 1, NCCL weights)
 H=$(dirname "$0")
 M=/root/qwen3-0.6b-rand
 SRC=$(ls -d packages/*/src | paste -sd:)
@@ -84,22 +85,28 @@ weights)
   TO=$2; shift 2
   timeout $TO python3 $H/weight_sync_test.py "$@" > $OUT/weight_sync.log 2>&1
   echo "== weights rc=$? wall=$(( $(date +%s)-T0 ))s"; tail -c 3000 $OUT/weight_sync.log ;;
-loop)
-  # slime.train's GRPO loop, colocated on one GPU, in one process (--no-ray: no Ray wheels needed): the trainer
-  # (fsdp; or megatron with .mwhl installed into /tmp/site) and one stock SGLang engine share the GPU, weights go by
-  # CUDA IPC into SGLang's /update_weights_from_tensor, memory is released/resumed around each phase (#13).
-  BACKEND=$2; TO=$3; shift 3
+loop|disagg)
+  # slime.train's GRPO loop in one process (--no-ray: no Ray wheels needed) with one stock SGLang engine (#13).
+  # loop BACKEND TIMEOUT: colocated on one GPU; the trainer (fsdp | megatron) and the engine share it, weights go by
+  #   CUDA IPC into /update_weights_from_tensor, memory is released/resumed around each phase.
+  # disagg BACKEND TIMEOUT sync|async: 2 GPUs, trainer on GPU 0, engine on GPU 1, weights by NCCL broadcast
+  #   (/init_weights_update_group + /update_weights_from_distributed); train.py or train_async.py.
+  MODE=$1; BACKEND=$2; TO=$3; shift 3
+  if [ $MODE = loop ]; then NAME=loop_$BACKEND; SCRIPT=train.py; PLACE="--colocate --sglang-mem-fraction-static 0.4"
+  else
+    LOOP=$1; shift; NAME=disagg_${BACKEND}_$LOOP; SCRIPT=$([ $LOOP = async ] && echo train_async.py || echo train.py)
+    PLACE="--rollout-num-gpus 1 --sglang-mem-fraction-static 0.8"
+  fi
   python3 -c "from slime.train.demo.task import make_prompts; make_prompts('/root/loop_prompts.jsonl', num_prompts=128)"
-  rm -rf /root/loop_ckpt_$BACKEND
-  timeout $TO python3 train.py --no-ray --train-backend $BACKEND --rollout-engine sglang --colocate \
+  rm -rf /root/ckpt_$NAME
+  timeout $TO python3 $SCRIPT --no-ray --train-backend $BACKEND --rollout-engine sglang $PLACE \
     --actor-num-gpus-per-node 1 --rollout-num-gpus-per-engine 1 --hf-checkpoint $M \
     --prompt-data /root/loop_prompts.jsonl --label-key label --rollout-batch-size 16 --n-samples-per-prompt 8 \
     --rollout-max-response-len 256 --custom-rm-path slime.train.demo.task:reward_func --num-rollout 4 \
-    --lr 1e-6 --use-dynamic-batch-size --max-tokens-per-gpu 16384 --save /root/loop_ckpt_$BACKEND \
-    --sglang-mem-fraction-static 0.4 --sglang-attention-backend triton \
-    --metrics-jsonl $OUT/loop_$BACKEND.jsonl "$@" > $OUT/loop_$BACKEND.log 2>&1
-  echo "== loop $BACKEND rc=$? wall=$(( $(date +%s)-T0 ))s"
-  E=$(ls -t /tmp/slime-engine-*.log 2>/dev/null | head -1); [ -n "$E" ] && grep -v "Decode batch" $E | tail -400 > $OUT/loop_${BACKEND}_engine.log
-  grep -aE "Traceback|Error|\[step" $OUT/loop_$BACKEND.log | cut -c1-400 | tail -12 ;;
+    --lr 1e-6 --use-dynamic-batch-size --max-tokens-per-gpu 16384 --save /root/ckpt_$NAME \
+    --sglang-attention-backend triton --metrics-jsonl $OUT/$NAME.jsonl "$@" > $OUT/$NAME.log 2>&1
+  echo "== $NAME rc=$? wall=$(( $(date +%s)-T0 ))s"
+  E=$(ls -t /tmp/slime-engine-*.log 2>/dev/null | head -1); [ -n "$E" ] && grep -v "Decode batch" $E | tail -400 > $OUT/${NAME}_engine.log
+  grep -aE "Traceback|Error|\[step" $OUT/$NAME.log | cut -c1-400 | tail -12 ;;
 *) echo "unknown subcommand $1"; exit 2 ;;
 esac
