@@ -33,6 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -119,6 +120,26 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
+def profile_step(policy: Any, batch: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One more train step under torch.profiler: the full table goes to `--profile`, the top ops are returned.
+
+    Where the step's time goes is what the MFU work needs (issue #9): GEMMs vs attention vs norms/elementwise vs
+    the log-prob/entropy pass over the vocabulary vs the optimizer."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        policy.train(10_000, batch)
+        _sync()
+    key = "self_device_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    averages = prof.key_averages()
+    Path(args.profile).write_text(averages.table(sort_by=key, row_limit=60, max_name_column_width=90))
+    rows = sorted(averages, key=lambda e: getattr(e, key), reverse=True)[:25]
+    total = sum(getattr(e, key) for e in averages) or 1.0
+    return [{"name": e.key[:90], "count": e.count, "ms": getattr(e, key) / 1e3, "share": getattr(e, key) / total}
+            for e in rows]  # fmt: skip
+
+
 def run_train(args: argparse.Namespace, hf_dir: str) -> dict[str, Any]:
     policy = build_policy(args, hf_dir)
     vocab, hidden, layers, heads, _, head_dim, _ = MODELS[args.model]
@@ -138,6 +159,7 @@ def run_train(args: argparse.Namespace, hf_dir: str) -> dict[str, Any]:
         times.append(time.perf_counter() - start)
         loss, norm = metrics.get("train/loss"), metrics.get("train/grad_norm")
         log(f"train {i}: {times[-1]:.3f} s, loss {loss}, grad_norm {norm}")
+    profile_top = profile_step(policy, batch, args) if args.profile else None
     seconds = statistics.median(times)
     gpus = int(os.environ.get("WORLD_SIZE", "1"))  # every GPU of the world shares the step's FLOPs (TP x DP)
     tokens_per_s = batch.num_tokens / seconds / gpus
@@ -164,6 +186,8 @@ def run_train(args: argparse.Namespace, hf_dir: str) -> dict[str, Any]:
         "attention": "torch varlen_attn" if torch.cuda.is_available() and not args.fp32 else "reference sdpa",
     }
     result["meets_goal_mfu_30"] = None if result["mfu_6n"] is None else result["mfu_6n"] >= 0.30
+    if profile_top is not None:
+        result["profile_top"] = profile_top
     return result
 
 
@@ -217,6 +241,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--peak-tflops", type=float, default=None)
+    p.add_argument("--profile", default=None, help="train: profile one more step, write the op table here")
     p.add_argument("--checkpoint", default=None, help="reuse this HF folder instead of writing a random one")
     p.add_argument("--save", default=None, help="logits: write the gathered logits here; checkpoint: the folder")
     p.add_argument("--compare", default=None, help="logits: compare with logits saved by an earlier run")

@@ -4,6 +4,9 @@
 #   train   one GPU: random Qwen3-0.6B, packed 4k micro-batches: tokens/s, 6N-MFU, peak memory  -> $OUT/train.json
 #   tp      two GPUs: TP2 (+ sequence parallel) logits vs TP1, and a TP2 train step             -> $OUT/tp*.json
 #   all     both (needs two GPUs for the tp part; it is skipped on one)
+#   sweep   one GPU: the train figures at 4k, 8k and 16k tokens per micro-batch    -> $OUT/train_T.json
+# `train` also profiles one more step (torch.profiler): the op table in $OUT/train_profile.txt, the top 25 in
+# train.json's `profile_top`.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .mwhl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$(ls -d packages/*/src | paste -sd:) PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
@@ -16,7 +19,12 @@ python3 -c "import megatron.core, mbridge, torch; print('megatron-core', megatro
 python3 $B checkpoint --save /tmp/qwen3-0.6b-rand > "$O/checkpoint.json" || exit 2
 GPUS=$(python3 -c "import torch; print(torch.cuda.device_count())")
 case "${1:-all}" in
-  train|all) python3 $B train --checkpoint /tmp/qwen3-0.6b-rand 2> "$O/train.log" | tee "$O/train.json" ;;
+  train|all) python3 $B train --checkpoint /tmp/qwen3-0.6b-rand --profile "$O/train_profile.txt" 2> "$O/train.log" \
+      | tee "$O/train.json" ;;
+  sweep)  # micro-batch token budgets: where the step's throughput saturates (issue #9)
+    for T in 4096 8192 16384; do
+      python3 $B train --checkpoint /tmp/qwen3-0.6b-rand --max-tokens $T 2>> "$O/train.log" | tee "$O/train_$T.json"
+    done ;;
 esac
 case "${1:-all}" in
   tp|all)

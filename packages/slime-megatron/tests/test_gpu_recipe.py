@@ -25,6 +25,9 @@ def test_recipe_reports_throughput_and_memory_fields(recipe: dict) -> None:
     assert train["tokens_per_s_per_gpu"] > 0
     assert train["mfu_6n"] is None and train["peak_memory_gib"] is None  # no peak FLOP/s or CUDA memory on CPU
     assert train["last_metrics"]["train/grad_norm"] > 0
+    top = train["profile_top"]  # --profile: one more step under torch.profiler, its heaviest ops
+    assert top and all(row["ms"] >= 0 and 0 <= row["share"] <= 1 for row in top)
+    assert any("mm" in row["name"] for row in top)  # the GEMMs are among the heaviest ops even on the tiny shape
 
 
 def test_recipe_logits_comparison(recipe: dict) -> None:

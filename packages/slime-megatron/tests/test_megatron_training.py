@@ -145,3 +145,11 @@ def test_opd_reverse_kl_and_sglang_teacher_match_megatron_teacher(tp1_suite: dic
     for key in ("rollout/opd_reverse_kl", "train/loss", "train/pg_loss", "train/grad_norm"):
         assert sglang[key] == pytest.approx(megatron[key], rel=1e-5, abs=1e-8), key
     assert "carry no teacher_log_probs" in result["missing"] and "post_process_rewards" in result["missing"]
+
+
+@pytest.mark.parametrize("world", ["tp1_suite", "tp2_suite"])
+def test_export_without_pipeline_equals_mbridges_walk(world: str, request: pytest.FixtureRequest) -> None:
+    """Without PP the package skips mbridge's per-tensor pipeline broadcasts; the stream must stay mbridge's."""
+    paths = ok(request.getfixturevalue(world), "export_paths")
+    assert [n for n, _ in paths["ours"]] == [n for n, _ in paths["mbridge"]]
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(paths["ours"], paths["mbridge"], strict=True))

@@ -42,6 +42,14 @@ def _export(policy) -> dict[str, torch.Tensor]:
     return {name: t.detach().cpu().clone() for name, t in policy.export_weights()}
 
 
+def _export_paths(policy) -> dict[str, list[tuple[str, torch.Tensor]]]:
+    """The package's PP-free export walk and mbridge's own, on the trained weights (names in order, tensors)."""
+    bridge, modules = policy.stack.bridge, policy.stack.modules
+    ours = [(n, t.detach().cpu().clone()) for n, t in bridge.export_hf_weights(modules)]
+    theirs = [(n, t.detach().cpu().clone()) for n, t in bridge._bridge.export_weights(modules)]
+    return {"ours": ours, "mbridge": theirs}
+
+
 def _raw_logits(policy, batch) -> dict[str, Any]:
     """Full-vocab logits of the packed batch (gathered over TP) and the packing, for the HF comparison."""
     from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
@@ -129,6 +137,7 @@ def suite(
     _check(result, "is_policy_trainer", lambda: isinstance(policy, PolicyTrainer))
     _check(result, "first_step", lambda: dict(policy.train(0, batch)))
     _check(result, "after_first_step", lambda: _export(policy))
+    _check(result, "export_paths", lambda: _export_paths(policy))
     _check(result, "checkpoint", lambda: _checkpoint_round_trip(policy, batch))
     _check(result, "micro_batch_invariance", lambda: _micro_batch_invariance(policy, batch))
     _check(result, "offload", lambda: _offload_round_trip(policy, batch))
@@ -324,7 +333,8 @@ def gpu_recipe_cpu_path(*, out_dir: Path, repo_root: str) -> dict[str, Any]:
         result, "checkpoint", lambda: bench.main(["checkpoint", "--device", "cpu", "--model", "tiny", "--save", ckpt])
     )
     train = ["--samples", "8", "--seq-len", "24", "--max-tokens", "64", "--warmup", "1", "--repeats", "2"]
-    _check(result, "train", lambda: bench.main(["train", *common, *train]))
+    profile = ["--profile", str(out_dir / "profile.txt")]
+    _check(result, "train", lambda: bench.main(["train", *common, *train, *profile]))
     _check(result, "logits_save", lambda: bench.main(["logits", *common, "--seq-len", "16", "--save", logits]))
     _check(result, "logits_compare", lambda: bench.main(["logits", *common, "--seq-len", "16", "--compare", logits]))
     return result

@@ -124,4 +124,36 @@ class ModelBridge:
 
     def export_hf_weights(self, models: list[torch.nn.Module]) -> Iterator[tuple[str, torch.Tensor]]:
         """Yield `(hf_name, full tensor)` one at a time, gathered over TP/EP and broadcast over PP (collective)."""
-        yield from self._bridge.export_weights(models)
+        mpu = self._bridge.mpu
+        if mpu.pp_size > 1 or mpu.ep_size > 1:
+            yield from self._bridge.export_weights(models)
+            return
+        yield from self._export_without_pp(models)
+
+    def _export_without_pp(self, models: list[torch.nn.Module]) -> Iterator[tuple[str, torch.Tensor]]:
+        """mbridge's export walk for PP = EP = 1, minus its per-tensor pipeline broadcasts.
+
+        mbridge sends every tensor's name and shape across the pipeline group (four object collectives a tensor,
+        each a GPU round trip), which is most of the 0.55-0.69 s a Qwen3-0.6B push took on an H100 against 0.12 s
+        for fsdp. Without PP each rank holds every layer, so the names are local; the TP gather, the merge and
+        the HF conversion stay mbridge's own (same order, same tensors: the parity tests compare with the source).
+        """
+        from mbridge.core.util import unwrap_model
+
+        bridge, mpu = self._bridge, self._bridge.mpu
+        for model in (unwrap_model(m) for m in models):
+            global_names = bridge._weight_name_mapping_mcore_local_to_global(model, consider_ep=False)
+            params = dict(model.named_parameters())
+            extra = {k: v for k, v in model.state_dict().items()
+                     if "_extra_state" not in k and "expert_bias" in k and k not in params}  # fmt: skip
+            for local_name, param in [*params.items(), *extra.items()]:
+                name = global_names[local_name]
+                tensor = param
+                if getattr(param, "tensor_model_parallel", False):
+                    shards = [param]
+                    if mpu.tp_size > 1:
+                        shards = [torch.empty_like(param) for _ in range(mpu.tp_size)]
+                        torch.distributed.all_gather(shards, param, group=mpu.tp_group)
+                    tensor = bridge._weight_merge_across_tp(name, shards, param)
+                hf_names, hf_tensors = bridge._weight_to_hf_format(name, tensor)
+                yield from zip(hf_names, hf_tensors, strict=True)
