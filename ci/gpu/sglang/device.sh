@@ -17,6 +17,7 @@
 #   loop BACKEND TIMEOUT [slime flags]            slime.train's colocated GRPO loop on one GPU (--no-ray), BACKEND
 #                                                 fsdp | megatron (megatron-core and mbridge come with stage3)
 #   disagg BACKEND TIMEOUT sync|async [flags]     the same on 2 GPUs (trainer GPU 0, engine GPU 1, NCCL weights)
+#   fp8 TIMEOUT [flags]                           the Megatron loop with a block-FP8 engine (bf16 training, TIS)
 H=$(dirname "$0")
 M=/root/qwen3-0.6b-rand
 SRC=$(ls -d packages/*/src | paste -sd:)
@@ -92,7 +93,7 @@ loop|disagg)
   # disagg BACKEND TIMEOUT sync|async: 2 GPUs, trainer on GPU 0, engine on GPU 1, weights by NCCL broadcast
   #   (/init_weights_update_group + /update_weights_from_distributed); train.py or train_async.py.
   MODE=$1; BACKEND=$2; TO=$3; shift 3
-  if [ $MODE = loop ]; then NAME=loop_$BACKEND; SCRIPT=train.py; PLACE="--colocate --sglang-mem-fraction-static 0.4"
+  if [ $MODE = loop ]; then NAME=${LOOP_NAME:-loop_$BACKEND}; SCRIPT=train.py; PLACE="--colocate --sglang-mem-fraction-static 0.4"
   else
     LOOP=$1; shift; NAME=disagg_${BACKEND}_$LOOP; SCRIPT=$([ $LOOP = async ] && echo train_async.py || echo train.py)
     PLACE="--rollout-num-gpus 1 --sglang-mem-fraction-static 0.8"
@@ -108,5 +109,13 @@ loop|disagg)
   echo "== $NAME rc=$? wall=$(( $(date +%s)-T0 ))s"
   E=$(ls -t /tmp/slime-engine-*.log 2>/dev/null | head -1); [ -n "$E" ] && grep -v "Decode batch" $E | tail -400 > $OUT/${NAME}_engine.log
   grep -aE "Traceback|Error|\[step" $OUT/$NAME.log | cut -c1-400 | tail -12 ;;
+fp8)
+  # FP8 rollout (#13 item 5): the engine serves a block-FP8 copy (128x128 blocks, slime.convert), Megatron trains the
+  # bf16 weights from --ref-load, every push quantizes them block-wise; TIS on. Compare train_rollout_logprob_abs_diff
+  # in $OUT/loop_fp8.jsonl with loop_megatron.jsonl's (bf16 engine).
+  TO=$2; shift 2
+  rm -rf /root/qwen3-0.6b-fp8
+  python3 tools/convert_hf_to_fp8.py --model-dir $M --save-dir /root/qwen3-0.6b-fp8 > $OUT/fp8_convert.log 2>&1 || { tail -5 $OUT/fp8_convert.log; exit 4; }
+  LOOP_NAME=loop_fp8 bash $0 loop megatron $TO --hf-checkpoint /root/qwen3-0.6b-fp8 --ref-load $M --use-tis "$@" ;;
 *) echo "unknown subcommand $1"; exit 2 ;;
 esac
