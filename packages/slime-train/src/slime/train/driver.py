@@ -100,6 +100,8 @@ def _hosts(config: RunConfig) -> Iterator[tuple[LocalHandle | RayHandle, Group]]
         yield rollout, trainer
     finally:
         with contextlib.suppress(Exception):
+            trainer.call("shutdown")  # the weight sender and its engine client (a broadcast group, a session)
+        with contextlib.suppress(Exception):
             rollout.submit("shutdown").result()
         trainer.close()
         rollout.close()

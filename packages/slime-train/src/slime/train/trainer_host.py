@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlparse
@@ -32,20 +33,33 @@ def _build_policy(config: RunConfig, rank: int, world_size: int) -> Any:
     return MegatronPolicy(trainer.megatron_args, trainer.actor, trainer.loss)
 
 
-def _deliver(engine_urls: Sequence[str], ws: WeightSyncConfig) -> Any:
-    """A sender's `deliver`: one payload to every engine, in the receiver's own format (`EngineClient`)."""
-    from slime.sglang.client import EngineClient
+class _Delivery:
+    """A sender's `deliver`: one payload to every engine, in the receiver's own format, through one `EngineClient`.
 
-    def deliver(payload: Mapping[str, Any]) -> Any:
-        async def post() -> Any:
-            async with EngineClient(
-                engine_urls[0], worker_urls=list(engine_urls), backend=ws.engine_backend, tp_size=ws.engine_tp_size
-            ) as client:
-                return await client.deliver_weights(payload)
+    The client and its event loop live on a thread of their own for the sender's lifetime: a publish delivers one
+    payload per bucket, and a client per payload paid a new session and connections each time. Callable from any
+    thread (the broadcast sender delivers from a helper thread while it broadcasts); `close()` ends both."""
 
-        return asyncio.run(post())
+    def __init__(self, engine_urls: Sequence[str], ws: WeightSyncConfig) -> None:
+        from slime.sglang.client import EngineClient
 
-    return deliver
+        self._client = EngineClient(
+            engine_urls[0], worker_urls=list(engine_urls), backend=ws.engine_backend, tp_size=ws.engine_tp_size
+        )
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="weight-delivery", daemon=True)
+        self._thread.start()
+
+    def __call__(self, payload: Mapping[str, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(self._client.deliver_weights(payload), self._loop).result()
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        asyncio.run_coroutine_threadsafe(self._client.close(), self._loop).result(timeout=60)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=60)
+        self._loop.close()
 
 
 def _address_towards(url: str) -> str:
@@ -75,6 +89,7 @@ class TrainerHost:
         self.policy = _build_policy(config, rank, world_size)
         self._urls: tuple[str, ...] = ()
         self._sender: Any = None
+        self._delivery: _Delivery | None = None
 
     def train(self, rollout_id: int, batch: RolloutBatch) -> dict[str, float]:
         """Train on one rollout; metrics as `train/*` (and `perf/*` for timings)."""
@@ -85,7 +100,7 @@ class TrainerHost:
         from slime import sync
 
         ws = self.config.weight_sync
-        deliver = _deliver(engine_urls, ws)
+        deliver = self._delivery = _Delivery(engine_urls, ws)
         if ws.transport == "disk":
             keep = 1_000_000 if ws.keep_files else 1
             return sync.DiskSender(deliver, ws.disk_dir, bucket_bytes=ws.bucket_bytes, keep_versions=keep)
@@ -117,8 +132,7 @@ class TrainerHost:
 
             named = quantize_for_fp8_engine(named, plan)
         if self._sender is None or tuple(engine_urls) != self._urls:
-            if self._sender is not None:
-                self._sender.close()
+            self.shutdown()
             self._sender, self._urls = self._make_sender(engine_urls), tuple(engine_urls)
         return dict(self._sender.publish(named, version))
 
@@ -147,6 +161,9 @@ class TrainerHost:
         self.policy.onload()
 
     def shutdown(self) -> None:
-        """Release the sender."""
+        """Release the sender and its engine client (the next publish makes new ones)."""
         if self._sender is not None:
             self._sender.close()
+        if self._delivery is not None:
+            self._delivery.close()
+        self._sender = self._delivery = None
