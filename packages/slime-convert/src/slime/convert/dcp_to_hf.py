@@ -21,10 +21,11 @@ from tqdm import tqdm
 from slime.convert.atomic_output import atomic_directory, check_destination
 from slime.convert.dcp_folder import DcpFolder
 from slime.convert.hf_checkpoint import HFCheckpoint
-from slime.convert.hf_writer import DEFAULT_SHARD_BYTES, ShardWriter, write_config_and_assets
+from slime.convert.hf_writer import write_config_and_assets
 from slime.convert.model_layout import SUPPORTED_FAMILIES, ModelLayout
 from slime.convert.shape_check import check_shapes
 from slime.megatron.model_shape import text_config
+from slime.sync.shard_writer import DEFAULT_SHARD_BYTES, ShardWriter
 from slime.types import ConfigError, DataError
 
 MODEL_PREFIX = "model."

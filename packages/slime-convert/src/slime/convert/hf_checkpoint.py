@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 
+from slime.sync.hf_folder import WEIGHT_SUFFIXES
+from slime.sync.shard_writer import INDEX
 from slime.types import ConfigError
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".index.json")
-"""Files that hold (or index) weights; everything else in an HF folder is an asset (tokenizer, templates...)."""
-INDEX = "model.safetensors.index.json"
+__all__ = ["INDEX", "WEIGHT_SUFFIXES", "HFCheckpoint"]
 
 _DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,

@@ -19,8 +19,8 @@ from tqdm import tqdm
 
 from slime.convert.atomic_output import atomic_directory, check_destination
 from slime.convert.hf_checkpoint import HFCheckpoint
-from slime.convert.hf_writer import DEFAULT_SHARD_BYTES, ShardWriter
 from slime.sync.fp8_rollout import Fp8QuantPlan, quantize_for_fp8_engine
+from slime.sync.shard_writer import DEFAULT_SHARD_BYTES, ShardWriter
 from slime.types import ConfigError, DataError
 
 

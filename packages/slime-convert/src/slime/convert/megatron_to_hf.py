@@ -23,13 +23,14 @@ from slime.convert import megatron_world as world
 from slime.convert.atomic_output import atomic_directory, check_destination
 from slime.convert.dcp_folder import DcpFolder
 from slime.convert.hf_checkpoint import HFCheckpoint
-from slime.convert.hf_writer import DEFAULT_SHARD_BYTES, ShardWriter, write_config_and_assets
+from slime.convert.hf_writer import write_config_and_assets
 from slime.convert.model_layout import SUPPORTED_FAMILIES, ModelLayout
 from slime.convert.shape_check import check_shapes
 from slime.convert.torch_dist_to_hf import check_torch_dist, model_keys
 from slime.megatron import resolve_model_shape
 from slime.megatron.checkpoint_layout import iteration_dir, resolve_iteration
 from slime.megatron.model_shape import text_config
+from slime.sync.shard_writer import DEFAULT_SHARD_BYTES, ShardWriter
 from slime.types import ConfigError
 
 FORMATS = ("torch_dist", "torch")

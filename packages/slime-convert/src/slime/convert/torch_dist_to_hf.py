@@ -21,10 +21,11 @@ from slime.convert import megatron_names as names
 from slime.convert.atomic_output import atomic_directory, check_destination
 from slime.convert.dcp_folder import DcpFolder
 from slime.convert.hf_checkpoint import HFCheckpoint
-from slime.convert.hf_writer import DEFAULT_SHARD_BYTES, ShardWriter, write_config_and_assets
+from slime.convert.hf_writer import write_config_and_assets
 from slime.convert.model_layout import ModelLayout, Shape
 from slime.convert.shape_check import check_shapes
 from slime.megatron.checkpoint_layout import iteration_dir, read_tracker
+from slime.sync.shard_writer import DEFAULT_SHARD_BYTES, ShardWriter
 from slime.types import ConfigError, DataError
 
 IGNORED_PREFIXES = ("optimizer.", "rng_state", "opt_param_scheduler")

@@ -20,8 +20,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from slime.sync.shard_writer import DEFAULT_SHARD_BYTES, ShardWriter
+
 NamedTensor = tuple[str, Tensor]
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".index.json")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".index.json")
+"""Files that hold (or index) weights; everything else in an HF folder is an asset (tokenizer, templates...)."""
 
 
 def _write_config(src: Path, dst: Path, dtype: torch.dtype) -> None:
@@ -39,53 +42,20 @@ def _write_config(src: Path, dst: Path, dtype: torch.dtype) -> None:
 def _copy_assets(src: Path, dst: Path) -> None:
     """Tokenizer, chat template, generation config: every file of the HF folder except weights and config."""
     for item in src.iterdir():
-        if item.is_file() and item.name != "config.json" and not item.name.endswith(_WEIGHT_SUFFIXES):
+        if item.is_file() and item.name != "config.json" and not item.name.endswith(WEIGHT_SUFFIXES):
             shutil.copy2(item, dst / item.name)
 
 
 def _write_shards(weights: Iterator[NamedTensor], out: Path, shard_bytes: int, write: bool) -> None:
     """Group tensors into safetensors files of about `shard_bytes` (host copies; non-writers just drain)."""
-    from safetensors.torch import save_file
-
-    names: list[list[str]] = []
-    current: dict[str, Tensor] = {}
-    size = total = 0
-
-    def flush() -> None:
-        if current:
-            names.append(list(current))
-            if write:
-                save_file(current, str(out / f"shard-{len(names):05d}.tmp"), {"format": "pt"})
-            current.clear()
-
-    for name, tensor in weights:
-        nbytes = tensor.numel() * tensor.element_size()
-        if current and size + nbytes > shard_bytes:
-            flush()
-            size = 0
-        if write:
-            current[name] = tensor.to("cpu", copy=True).contiguous()
-        else:
-            current[name] = torch.empty(0)
-        size += nbytes
-        total += nbytes
-    flush()
-    if write:
-        _name_shards(out, names, total)
-
-
-def _name_shards(out: Path, names: list[list[str]], total_bytes: int) -> None:
-    count = len(names)
-    if count == 1:
-        os.rename(out / "shard-00001.tmp", out / "model.safetensors")
+    if not write:
+        for _ in weights:  # the export is collective: every rank walks it
+            pass
         return
-    weight_map = {}
-    for i, shard in enumerate(names, start=1):
-        final = f"model-{i:05d}-of-{count:05d}.safetensors"
-        os.rename(out / f"shard-{i:05d}.tmp", out / final)
-        weight_map |= {name: final for name in shard}
-    index = {"metadata": {"total_size": total_bytes}, "weight_map": weight_map}
-    (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True))
+    writer = ShardWriter(out, shard_bytes=shard_bytes)
+    for name, tensor in weights:
+        writer.add(name, tensor)
+    writer.finish()
 
 
 def write_hf_folder(
@@ -95,7 +65,7 @@ def write_hf_folder(
     hf_checkpoint: str | Path,
     dtype: torch.dtype,
     is_writer: bool,
-    shard_bytes: int = 5 * 1024**3,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
 ) -> Path:
     """Write an HF checkpoint folder from `weights` (every rank consumes them; only `is_writer` writes).
 
