@@ -90,3 +90,28 @@ def test_disaggregated_engines_start_after_the_actors_gpus():
     engine = compose_run(args).engines.engine
     assert engine.base_gpu_id == 4 and engine.num_gpus_per_engine == 2
     assert "--enable-memory-saver" not in engine.server_args  # disaggregated engines keep their memory
+
+
+def test_colocated_sglang_engines_need_torch_memory_saver(monkeypatch):
+    """Where SGLang is installed but torch_memory_saver is not, the flag slime adds would crash every engine at
+    start: preflight stops the job first, naming the package and the way out."""
+    import importlib.util
+
+    from slime.train import preflight
+
+    args, _ = parse_job_args([*MODEL_ARGS, *SEED_ARGS], async_loop=False, env=GPU)
+    engines = compose_run(args).engines
+    real = importlib.util.find_spec
+    present = {"sglang": True, "torch_memory_saver": False}
+
+    def find_spec(name, *a, **k):
+        if name in present:
+            return real("json") if present[name] else None  # any real spec stands for "installed"
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    monkeypatch.setattr("slime.sglang.server_args.known_server_flags", lambda backend: None)
+    with pytest.raises(ConfigError, match="torch_memory_saver is not installed .* --no-offload-rollout"):
+        preflight.check_engine_flags(engines)
+    present["torch_memory_saver"] = True
+    preflight.check_engine_flags(engines)  # installed: nothing to say

@@ -13,6 +13,8 @@ hosts repeat their own loading afterwards (the data is read twice, which keeps t
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +41,24 @@ def check_plugins(args: argparse.Namespace, loss: Any) -> None:
 
 
 def check_engine_flags(config: Any) -> None:
-    """The `--sglang-*` pass-through flags of the run's `EngineGroupConfig` are known to the engine."""
+    """The `--sglang-*` pass-through flags of the run's `EngineGroupConfig` are known to the engine, and what they
+    need is installed where the engines will run (checked only when SGLang is importable here)."""
     from slime.sglang.server_args import known_server_flags, validate_server_args
 
-    validate_server_args(config.engine.server_args, known_server_flags(config.engine.backend),
-                         backend=config.engine.backend)  # fmt: skip
+    engine = config.engine
+    validate_server_args(engine.server_args, known_server_flags(engine.backend), backend=engine.backend)
+    sglang_here = engine.backend == "sglang" and importlib.util.find_spec("sglang") is not None
+    if sglang_here and "--enable-memory-saver" in engine.server_args and not _importable("torch_memory_saver"):
+        raise ConfigError(
+            "the SGLang engines run with --enable-memory-saver (slime adds it when they release their memory for "
+            "the trainer: --colocate or --offload-rollout), but torch_memory_saver is not installed in "
+            f"{sys.executable}. Fix: pip install torch_memory_saver (stock sglang depends on it), or keep the "
+            "engines' memory with --no-offload-rollout."
+        )
+
+
+def _importable(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 def check_resume(args: argparse.Namespace, data_source: object | None) -> None:
