@@ -167,6 +167,8 @@ def _train_one(job: Job, rollout_id: int, batch: Any, switches: dict[str, float]
 def run_sync(job: Job) -> FanOut:
     """slime's `train.py` loop; returns the metrics history."""
     job.metrics.log({"perf/update_weights_time": _sync_weights(job, job.start_rollout_id)}, job.start_rollout_id)
+    if job.loop.offload_train:
+        job.trainer.call("offload")  # the first rollout, like every later one, runs with the trainer offloaded
     for rollout_id in range(job.start_rollout_id, job.num_rollout):
         step_started = time.perf_counter()
         _maybe_eval(job, rollout_id, before_training=True)
