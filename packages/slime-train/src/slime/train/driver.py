@@ -14,6 +14,7 @@ import contextlib
 import os
 import warnings
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from slime.train.arguments import ParsedArgs, parse_args
 from slime.train.compose import compose_run
@@ -90,8 +91,17 @@ def _hosts(config: RunConfig) -> Iterator[tuple[LocalHandle | RayHandle, Group]]
     from slime.train.trainer_host import TrainerHost
 
     if config.loop.no_ray:
-        rollout = LocalHandle(RolloutHost(config))
-        trainer = Group([LocalHandle(TrainerHost(config, rank=0, world_size=1))])
+        # The engines start (SGLang: a minute or more) while the trainer builds its model, as the Ray actors do.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout-start") as pool:
+            starting = pool.submit(RolloutHost, config)
+            try:
+                trainer_host = TrainerHost(config, rank=0, world_size=1)
+            except BaseException:
+                with contextlib.suppress(BaseException):
+                    starting.result().shutdown()  # its engines go with it
+                raise
+            rollout = LocalHandle(starting.result())
+        trainer = Group([LocalHandle(trainer_host)])
     else:
         from slime.train.actors import start_ray_hosts
 
