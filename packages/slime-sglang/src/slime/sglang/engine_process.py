@@ -31,9 +31,8 @@ itself and never while memory is released. A value set in the environment or `En
 
 def engine_env(config: EngineConfig, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     """The variables an engine process gets on top of the inherited environment."""
-    env = dict(SGLANG_DEFAULT_ENV) if config.backend == "sglang" else {}
-    env = {name: value for name, value in env.items() if name not in environ}
-    return {**env, **dict(config.env)}
+    defaults = SGLANG_DEFAULT_ENV if config.backend == "sglang" else ()
+    return {**{name: value for name, value in defaults if name not in environ}, **dict(config.env)}
 
 
 class EngineProcess:

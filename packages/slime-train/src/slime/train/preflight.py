@@ -47,7 +47,7 @@ def check_engine_flags(config: Any) -> None:
 
     engine = config.engine
     validate_server_args(engine.server_args, known_server_flags(engine.backend), backend=engine.backend)
-    sglang_here = engine.backend == "sglang" and importlib.util.find_spec("sglang") is not None
+    sglang_here = engine.backend == "sglang" and _importable("sglang")
     if sglang_here and "--enable-memory-saver" in engine.server_args and not _importable("torch_memory_saver"):
         raise ConfigError(
             "the SGLang engines run with --enable-memory-saver (slime adds it when they release their memory for "
