@@ -22,6 +22,7 @@ H=$(dirname "$0")
 M=/root/qwen3-0.6b-rand
 SRC=$(ls -d packages/*/src | paste -sd:)
 export PYTHONPATH=/tmp/site:$SRC:testing PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # KINDS.md: never multicast
 T0=$(date +%s)
 case "$1" in
 stage1)

@@ -165,7 +165,10 @@ def run_transport(conn: Any, transport: str, model: str, args: argparse.Namespac
         if version:  # version 0 is the warm-up (handles, communicators, allocator)
             times.append(stats["seconds"])
     exact = ask("fingerprint", None) == fingerprint(weights)
+    print(f"[bench_sync_gpu]   bit-exact {exact}; closing", file=sys.stderr, flush=True)
+    closing = time.perf_counter()
     sender.close()
+    print(f"[bench_sync_gpu]   closed in {time.perf_counter() - closing:.3f} s", file=sys.stderr, flush=True)
     nbytes = sum(t.numel() * t.element_size() for t in weights.values())
     seconds = statistics.median(times)
     floor = nbytes / floor_bw

@@ -254,3 +254,15 @@ def test_sglang_reads_the_health_variable_slime_sets() -> None:
     assert f"{name} = EnvBool(True)" in (SOURCE / "sglang/srt/environ.py").read_text()
     server = (SOURCE / "sglang/srt/entrypoints/http_server.py").read_text()
     assert f"not envs.{name}.get()" in server and 'request.url.path == "/health"' in server
+
+
+@needs_sglang
+def test_sglang_turns_nccl_cumem_off_unless_set() -> None:
+    """Why slime.train sets NCCL_CUMEM_ENABLE for engines in an NCCL weight group: SGLang 0.5.17 writes 0 into its
+    own environment unless the variable is already there."""
+    from slime.sglang.engine_process import NCCL_CUMEM_ENV
+
+    engine = (SOURCE / "sglang/srt/entrypoints/engine.py").read_text()
+    name = NCCL_CUMEM_ENV[0]
+    assert f'if "{name}" not in os.environ or server_args.enable_symm_mem:' in engine
+    assert f'os.environ["{name}"] = str(int(server_args.enable_symm_mem))' in engine

@@ -119,3 +119,30 @@ def test_sglang_layouts_are_refused_by_our_receiver_and_checked_by_the_sender() 
         receiver.apply({**header, "buckets": [], "num_buckets": 0, "layout": "tensors"})
     with pytest.raises(ValueError, match="layout='flat'"):
         BroadcastSender(lambda p: None, world_size=2, layout="flat")
+
+
+def test_the_sender_stops_waiting_when_the_engines_refuse() -> None:
+    """The sender waits for its own broadcasts and the engines' answer together. An engine that failed mid-update
+    (SGLang answers HTTP 400) leaves an NCCL broadcast that never completes; the wait must end with the engine's
+    error, not block until the group's timeout."""
+    import threading
+
+    from slime.sync.broadcast import _Delivery
+
+    def refuse(payload):
+        raise RuntimeError("HTTP 400: Failed to update parameter online")
+
+    never = _Delivery(refuse, {"op": "update"})
+    with pytest.raises(WeightSyncError, match=r"broadcast failed: the engines refused the update \(HTTP 400: Failed"):
+        never.wait_alongside(lambda: False, timeout_s=120)  # "not done within" would mean it ignored the answer
+
+    polls = iter([False, False, True])
+    fine = _Delivery(lambda payload: "ok", {"op": "update"})
+    fine.wait_alongside(lambda: next(polls), timeout_s=120)
+    fine.finish(5)
+
+    hold = threading.Event()
+    silent = _Delivery(lambda payload: hold.wait(), {"op": "update"})
+    with pytest.raises(WeightSyncError, match="broadcast failed: not done within 0.05 s"):
+        silent.wait_alongside(lambda: False, timeout_s=0.05)
+    hold.set()

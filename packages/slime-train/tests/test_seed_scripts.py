@@ -90,6 +90,21 @@ def test_disaggregated_engines_start_after_the_actors_gpus():
     engine = compose_run(args).engines.engine
     assert engine.base_gpu_id == 4 and engine.num_gpus_per_engine == 2
     assert "--enable-memory-saver" not in engine.server_args  # disaggregated engines keep their memory
+    # they join the trainer's NCCL weight group: SGLang's own NCCL_CUMEM_ENABLE=0 would break its first broadcast
+    assert ("NCCL_CUMEM_ENABLE", "1") in engine.env
+
+
+def test_engines_get_nccl_cumem_only_for_an_nccl_weight_group(monkeypatch):
+    monkeypatch.delenv("NCCL_CUMEM_ENABLE", raising=False)
+    colocated, _ = parse_job_args([*MODEL_ARGS, *SEED_ARGS], async_loop=False, env=GPU)
+    assert "NCCL_CUMEM_ENABLE" not in dict(compose_run(colocated).engines.engine.env)  # CUDA IPC, no NCCL group
+    flags = [f for f in SEED_ARGS if f != "--colocate"]
+    disk = ["--update-weight-transport", "disk", "--update-weight-disk-dir", "/shared/w"]
+    args, _ = parse_job_args([*MODEL_ARGS, *flags, "--rollout-num-gpus", "4", *disk], async_loop=False, env=GPU)
+    assert "NCCL_CUMEM_ENABLE" not in dict(compose_run(args).engines.engine.env)  # weights by disk
+    monkeypatch.setenv("NCCL_CUMEM_ENABLE", "0")  # the user's value reaches trainer and engines alike: kept
+    args, _ = parse_job_args([*MODEL_ARGS, *flags, "--rollout-num-gpus", "4"], async_loop=False, env=GPU)
+    assert "NCCL_CUMEM_ENABLE" not in dict(compose_run(args).engines.engine.env)
 
 
 def test_colocated_sglang_engines_need_torch_memory_saver(monkeypatch):

@@ -29,6 +29,14 @@ With this off `/health` only proves the server answers; the deep probe is `/heal
 itself and never while memory is released. A value set in the environment or `EngineConfig.env` wins."""
 
 
+NCCL_CUMEM_ENV = ("NCCL_CUMEM_ENABLE", "1")
+"""For SGLang engines that join an NCCL weight group with a trainer process (disaggregated). SGLang sets
+`NCCL_CUMEM_ENABLE=0` in its own process unless the variable is set, while the trainer keeps NCCL's default
+(cuMem on). A group between a cuMem rank and a legacy-IPC rank fails at the first broadcast with "Cuda failure
+'invalid argument'" (seen on 2 x H200, SGLang 0.5.17, NCCL 2.28.9), so slime.train gives such engines NCCL's
+default; a value in the environment reaches both sides alike and wins."""
+
+
 def engine_env(config: EngineConfig, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     """The variables an engine process gets on top of the inherited environment."""
     defaults = SGLANG_DEFAULT_ENV if config.backend == "sglang" else ()

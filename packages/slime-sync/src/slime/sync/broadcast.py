@@ -68,6 +68,21 @@ class _Delivery(threading.Thread):
         except BaseException as exc:  # re-raised by finish() on the caller's thread
             self.error = exc
 
+    def wait_alongside(self, done: Callable[[], bool], timeout_s: float, poll_s: float = 0.002) -> None:
+        """Poll `done` (this side's broadcasts finished) until true; raise as soon as the engines answered an error.
+
+        An engine that fails mid-update leaves the group's collectives waiting for a peer that never comes, so a
+        plain device synchronize would block until NCCL's own timeout; the engine's answer says why, at once.
+        """
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            if self.error is not None:
+                raise WeightSyncError(f"weight broadcast failed: the engines refused the {self._payload.get('op')} "
+                                      f"({self.error}); the group is torn down and the next publish rebuilds it.")  # fmt: skip
+            if time.monotonic() > deadline:
+                raise WeightSyncError(f"weight broadcast failed: not done within {timeout_s} s (engines gone?).")
+            time.sleep(poll_s)
+
     def finish(self, timeout_s: float) -> None:
         self.join(timeout_s)
         if self.is_alive():
@@ -181,7 +196,9 @@ class BroadcastSender:
                 for manifest in part:
                     self._broadcast_bucket(self._group, manifest, tensors)
                 if self._device.type == "cuda":
-                    torch.cuda.synchronize(self._device)
+                    sent = torch.cuda.Event()
+                    sent.record()  # after the broadcasts: the current stream waits on the group's stream
+                    delivery.wait_alongside(sent.query, self._timeout)
                 delivery.finish(self._timeout)
         except BaseException as exc:
             # The engines tore their side down if a broadcast failed; either way the next publish rebuilds it.
@@ -216,12 +233,13 @@ class BroadcastSender:
         if self._group is None:
             return
         delivery = _Delivery(self._deliver, self._header("destroy"))
+        # Leave while the engines leave: NCCL's shutdown waits for every rank's, so leaving only after their
+        # acknowledgement would stall both sides until the timeout.
+        self._drop_group()
         try:
             delivery.finish(self._timeout)
         except WeightSyncError:
             pass
-        finally:
-            self._drop_group()
 
 
 class BroadcastReceiver(VersionedReceiver):

@@ -80,6 +80,7 @@ def megatron_trainer_config(args: argparse.Namespace) -> MegatronTrainerConfig:
 def engine_group_config(args: argparse.Namespace) -> Any:
     """The `EngineGroupConfig` of the run (engines, pass-through flags, router); validates, starts nothing."""
     from slime.sglang.engine_group import EngineGroupConfig
+    from slime.sglang.engine_process import NCCL_CUMEM_ENV
     from slime.sglang.router import RouterConfig
     from slime.sglang.server_args import EngineConfig, split_sglang_args
 
@@ -102,6 +103,9 @@ def engine_group_config(args: argparse.Namespace) -> Any:
     env: tuple[tuple[str, str], ...] = ()
     if args.rollout_engine == "local" and "OMP_NUM_THREADS" not in os.environ:
         env = (("OMP_NUM_THREADS", str(cpu_threads_per_process(args))),)
+    nccl_group = not args.colocate and args.update_weight_transport == "nccl"
+    if args.rollout_engine != "local" and nccl_group and NCCL_CUMEM_ENV[0] not in os.environ:
+        env = (*env, NCCL_CUMEM_ENV)  # the trainer's NCCL mode, not SGLang's (see NCCL_CUMEM_ENV)
     # Disaggregated on one node: the engines take the GPUs after the actor's (slime's bundle order); colocated they
     # start at GPU 0 with the trainer. Across nodes the engines' node is Ray's choice, so they start at 0 there.
     after_actor = not (args.colocate or args.debug_rollout_only) and args.actor_num_nodes == 1
