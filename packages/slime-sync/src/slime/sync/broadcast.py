@@ -77,8 +77,9 @@ class _Delivery(threading.Thread):
         deadline = time.monotonic() + timeout_s
         while not done():
             if self.error is not None:
-                raise WeightSyncError(f"weight broadcast failed: the engines refused the {self._payload.get('op')} "
-                                      f"({self.error}); the group is torn down and the next publish rebuilds it.")  # fmt: skip
+                op = self._payload.get("op")
+                raise WeightSyncError(f"weight broadcast failed: the engines refused the {op} ({self.error}); the "
+                                      "group is torn down and the next publish rebuilds it.")  # fmt: skip
             if time.monotonic() > deadline:
                 raise WeightSyncError(f"weight broadcast failed: not done within {timeout_s} s (engines gone?).")
             time.sleep(poll_s)
