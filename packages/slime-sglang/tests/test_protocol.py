@@ -43,6 +43,9 @@ def test_parse_happy_path() -> None:
         (answer(output_token_logprobs=[[-0.5, 11, None]]), "1 entries for 2 output ids"),
         (answer(output_token_logprobs=None), "was return_logprob dropped"),
         (answer(output_token_logprobs=[[-0.5, 11, None], [-1.5, 99, None]]), r"\[1\].*does not match token 12"),
+        (answer(output_token_logprobs=[[-0.5, 11, None], [-1.5]]), r"\[1\]=\[-1.5\] does not match token 12"),
+        (answer(output_token_logprobs=[[-0.5, 11, None], None]), r"\[1\]=None does not match token 12"),
+        (answer(output_token_logprobs=[[-0.5, 11, None], ["x", 12, None]]), r"\[1\].*has no numeric log-prob"),
     ],
 )
 def test_malformed_answers_raise_engine_error(body: Any, message: str) -> None:

@@ -81,9 +81,16 @@ def _log_probs(meta: Mapping[str, Any], ids: list[Any], source: str) -> tuple[fl
             f"{source}: output_token_logprobs has {got} entries for {len(ids)} output ids; was return_logprob "
             "dropped on the way (an old router or a proxy)?"
         )
-    out = []
+    # One answer holds a log-prob per output token (256 x 1024 per rollout batch on a GPU): check and convert the
+    # whole list in C-level passes; the per-entry walk below runs only to name a bad entry.
+    try:
+        if [entry[1] for entry in entries] == ids:
+            return tuple(map(float, [entry[0] for entry in entries]))
+    except (TypeError, IndexError, KeyError, ValueError):
+        pass
     for position, (entry, token) in enumerate(zip(entries, ids, strict=True)):
         if not isinstance(entry, list | tuple) or len(entry) < 2 or int(entry[1]) != int(token):
             raise EngineError(f"{source}: output_token_logprobs[{position}]={entry!r} does not match token {token}")
-        out.append(float(entry[0]))
-    return tuple(out)
+        if not isinstance(entry[0], int | float):
+            raise EngineError(f"{source}: output_token_logprobs[{position}]={entry!r} has no numeric log-prob")
+    return tuple(float(entry[0]) for entry in entries)
