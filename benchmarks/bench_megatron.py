@@ -6,6 +6,8 @@ Timed (median of `--repeats` runs after one warm-up, wall clock):
   `--tokens` x `--vocab` bf16 logits, against slime.loss's single-device `log_probs_and_entropy_from_logits`.
 - `varlen attention fwd`: `varlen_causal_attention`'s exact CPU path on a packed row of `--tokens` tokens cut
   into sequences of about `--seq-len`, against one padded causal SDPA over the same sequences.
+- `rope q+k`: one layer's RoPE on a packed row, `slime.megatron.packed_rope` (one pass) against Megatron's unfused
+  THD path (a host read-back of the lengths and one rotation per sequence).
 - `pack micro-batch`: `PackedMicroBatch.build` of a `--tokens`-token micro-batch (host-side layout work).
 
     uv run --frozen python benchmarks/bench_megatron.py
@@ -90,6 +92,42 @@ def bench_attention(tokens: int, seq_len: int, repeats: int) -> list[dict]:
     return rows
 
 
+def bench_rope(tokens: int, seq_len: int, repeats: int) -> list[dict]:
+    """RoPE of one layer's q and k over a packed row: slime's one pass vs Megatron's per-sequence THD path."""
+    from types import SimpleNamespace
+
+    from megatron.core.models.common.embeddings.rope_utils import apply_rotary_pos_emb
+
+    from slime.megatron.packed_rope import PackedSeqParamsWithPositions, rotate_packed
+
+    heads, kv_heads, dim = 16, 8, 128
+    lengths = []
+    while sum(lengths) < tokens:
+        lengths.append(min(tokens - sum(lengths), random.Random(len(lengths)).randint(seq_len // 2, 3 * seq_len // 2)))
+    cu = torch.tensor([0, *lengths]).cumsum(0).to(torch.int32)
+    angles = torch.outer(torch.arange(max(lengths), dtype=torch.float32), torch.rand(dim // 2))
+    freqs = torch.cat((angles, angles), dim=-1)[:, None, None, :]
+    q, k = torch.randn(tokens, heads, dim).bfloat16(), torch.randn(tokens, kv_heads, dim).bfloat16()
+    config = SimpleNamespace(apply_rope_fusion=False, rotary_interleaved=False, multi_latent_attention=False)
+    one_rank = SimpleNamespace(size=lambda: 1, rank=lambda: 0)
+    params = PackedSeqParamsWithPositions(
+        qkv_format="thd", cu_seqlens_q=cu, cu_seqlens_kv=cu, max_seqlen_q=max(lengths), max_seqlen_kv=max(lengths),
+        positions=torch.cat([torch.arange(n) for n in lengths]), rotary_pos_emb=(freqs, freqs),
+        rotary_cp_group=one_rank,
+    )  # fmt: skip
+
+    def megatron() -> None:
+        for t in (q, k):
+            apply_rotary_pos_emb(t, freqs, config=config, cu_seqlens=cu, cp_group=one_rank)
+
+    rows = []
+    for name, fn in (("rope q+k one pass (slime)", lambda: rotate_packed(q, k, params, config)),
+                     ("rope q+k per sequence (megatron thd)", megatron)):  # fmt: skip
+        seconds = timed(fn, repeats)
+        rows.append({"name": name, "seconds": seconds, "tokens_per_s": tokens / seconds, "sequences": len(lengths)})
+    return rows
+
+
 def bench_packing(tokens: int, seq_len: int, repeats: int) -> list[dict]:
     rng = random.Random(0)
     samples, total = [], 0
@@ -117,6 +155,7 @@ def main() -> None:
     args = p.parse_args()
     rows = bench_log_probs(args.tokens, args.vocab, args.repeats)
     rows += bench_attention(args.tokens, args.seq_len, args.repeats)
+    rows += bench_rope(args.tokens, args.seq_len, args.repeats)
     rows += bench_packing(args.tokens, args.seq_len, args.repeats)
     if args.json:
         print(json.dumps({"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),

@@ -27,6 +27,7 @@ def hf_logits(tiny_qwen3_dir: Path, tp1_suite: dict) -> list[torch.Tensor]:
 
 def test_packed_logits_equal_hf(suite: dict, hf_logits: list[torch.Tensor]) -> None:
     got = ok(suite, "logits")
+    assert got["megatron_thd_rope_calls"] == 0  # packed rows are rotated by slime.megatron.packed_rope
     cu = got["cu_seqlens"].tolist()
     for i, ref in enumerate(hf_logits):
         torch.testing.assert_close(got["logits"][cu[i] : cu[i + 1]], ref, rtol=0, atol=2e-6)

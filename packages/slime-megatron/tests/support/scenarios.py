@@ -52,6 +52,7 @@ def _export_paths(policy) -> dict[str, list[tuple[str, torch.Tensor]]]:
 
 def _raw_logits(policy, batch) -> dict[str, Any]:
     """Full-vocab logits of the packed batch (gathered over TP) and the packing, for the HF comparison."""
+    from megatron.core.models.common.embeddings import rope_utils
     from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
 
     from slime.megatron.packing import PackedMicroBatch
@@ -59,16 +60,23 @@ def _raw_logits(policy, batch) -> dict[str, Any]:
     mb = PackedMicroBatch.build(batch.samples, range(len(batch.samples)), pad_multiple=8, device=torch.device("cpu"))
     module = policy.stack.modules[0]
     module.eval()
-    with torch.no_grad():
-        out = module(
-            input_ids=mb.tokens,
-            position_ids=mb.position_ids,
-            attention_mask=None,
-            packed_seq_params=mb.packed_seq_params,
-        )
+    # Megatron's per-sequence THD rotation must not run: slime.megatron.packed_rope rotates packed rows in one pass.
+    megatron_thd, thd_calls = rope_utils._apply_rotary_pos_emb_thd, []
+    rope_utils._apply_rotary_pos_emb_thd = lambda *a, **k: thd_calls.append(1) or megatron_thd(*a, **k)
+    try:
+        with torch.no_grad():
+            out = module(
+                input_ids=mb.tokens,
+                position_ids=mb.position_ids,
+                attention_mask=None,
+                packed_seq_params=mb.packed_seq_params,
+            )
+    finally:
+        rope_utils._apply_rotary_pos_emb_thd = megatron_thd
     module.train()
     full = gather_from_tensor_model_parallel_region(out)[0]
-    return {"logits": full[:, : policy.stack.bridge.vocab_size].clone(), "cu_seqlens": mb.cu_seqlens}
+    logits = full[:, : policy.stack.bridge.vocab_size].clone()
+    return {"logits": logits, "cu_seqlens": mb.cu_seqlens, "megatron_thd_rope_calls": len(thd_calls)}
 
 
 def _vocab_parallel_vs_single(policy) -> dict[str, float]:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from megatron.core.transformer.module import MegatronModule
 from megatron.core.utils import divide
+from slime.megatron.packed_rope import rotate_packed
 from slime.types import ConfigError
 
 
@@ -68,6 +69,8 @@ class VarlenCoreAttention(MegatronModule):
         if attention_bias is not None:
             raise NotImplementedError("attention_bias is not supported by VarlenCoreAttention")
         if packed_seq_params is not None and packed_seq_params.qkv_format == "thd":
+            if getattr(packed_seq_params, "rotary_pos_emb", None) is not None:  # see slime.megatron.packed_rope
+                query, key = rotate_packed(query, key, packed_seq_params, self.config)
             cu_seqlens = packed_seq_params.cu_seqlens_q
             max_seqlen = int(packed_seq_params.max_seqlen_q)
             out = varlen_causal_attention(query, key, value, cu_seqlens, max_seqlen, self.softmax_scale)

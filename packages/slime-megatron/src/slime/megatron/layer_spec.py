@@ -3,7 +3,9 @@
 The local spec is Megatron's `get_gpt_layer_local_spec` with two substitutions, so that packed (THD) training
 works on GPUs without TE (and on CPU in tests):
 
-- `core_attention` -> `VarlenCoreAttention` (Megatron's `DotProductAttention` refuses packed sequences);
+- `core_attention` -> `VarlenCoreAttention` (Megatron's `DotProductAttention` refuses packed sequences), and the
+  attention module -> `PackedRopeSelfAttention`, which lets it rotate packed rows in one pass
+  (`slime.megatron.packed_rope`);
 - every RMSNorm -> `TorchRMSNorm`, a `torch.nn.RMSNorm` whose weight carries Megatron's `sequence_parallel`
   attribute, so `--sequence-parallel` works (Megatron's `WrappedTorchNorm` asserts it off without Apex/TE, while
   `finalize_model_grads` already knows how to all-reduce such weights' gradients over TP).
@@ -19,8 +21,10 @@ import importlib.util
 import torch
 
 from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+from megatron.core.transformer.attention import SelfAttention
 from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
 from slime.megatron.core_attention import VarlenCoreAttention
+from slime.megatron.packed_rope import PackedRopeSelfAttention
 
 
 def transformer_engine_available() -> bool:
@@ -63,11 +67,13 @@ def local_block_spec(config, vp_stage: int | None = None) -> TransformerBlockSub
         q_layernorm=TorchRMSNorm if config.qk_layernorm else attention.submodules.q_layernorm,
         k_layernorm=TorchRMSNorm if config.qk_layernorm else attention.submodules.k_layernorm,
     )
+    # MLA keeps Megatron's own attention class (its RoPE is applied differently)
+    attention_module = PackedRopeSelfAttention if attention.module is SelfAttention else attention.module
     layer_subs = dataclasses.replace(
         layer.submodules,
         input_layernorm=TorchRMSNorm,
         pre_mlp_layernorm=TorchRMSNorm,
-        self_attention=dataclasses.replace(attention, submodules=attention_subs),
+        self_attention=dataclasses.replace(attention, module=attention_module, submodules=attention_subs),
     )
     layer = dataclasses.replace(layer, submodules=layer_subs)
     num_layers = get_num_layers_to_build(config, vp_stage=vp_stage)

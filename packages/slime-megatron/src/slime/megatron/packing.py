@@ -112,14 +112,15 @@ class PackedMicroBatch:
     @property
     def packed_seq_params(self) -> Any:
         """Megatron's `PackedSeqParams` for this row (THD format)."""
-        from megatron.core.packed_seq_params import PackedSeqParams  # lazy: the layout logic needs no megatron
+        from slime.megatron.packed_rope import PackedSeqParamsWithPositions  # lazy: the layout needs no megatron
 
-        return PackedSeqParams(
+        return PackedSeqParamsWithPositions(
             qkv_format="thd",
             cu_seqlens_q=self.cu_seqlens,
             cu_seqlens_kv=self.cu_seqlens,
             max_seqlen_q=self.max_seqlen,
             max_seqlen_kv=self.max_seqlen,
+            positions=self.position_ids[0],
         )
 
     def split_responses(self, values: torch.Tensor) -> list[torch.Tensor]:
