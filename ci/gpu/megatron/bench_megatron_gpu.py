@@ -120,24 +120,32 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def profile_step(policy: Any, batch: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """One more train step under torch.profiler: the full table goes to `--profile`, the top ops are returned.
+def profile_step(policy: Any, batch: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """One more train step under torch.profiler: the full table goes to `--profile`; returns the top ops and, on a
+    GPU, how busy it was.
 
     Where the step's time goes is what the MFU work needs (issue #9): GEMMs vs attention vs norms/elementwise vs
-    the log-prob/entropy pass over the vocabulary vs the optimizer."""
+    the log-prob/entropy pass over the vocabulary vs the optimizer; and `gpu_busy_fraction` (kernel time / wall
+    time of the profiled step) tells a host-bound step (launches, syncs) from a device-bound one."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     with profile(activities=activities) as prof:
+        start = time.perf_counter()
         policy.train(10_000, batch)
         _sync()
+        wall = time.perf_counter() - start
     key = "self_device_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
     averages = prof.key_averages()
     Path(args.profile).write_text(averages.table(sort_by=key, row_limit=60, max_name_column_width=90))
     rows = sorted(averages, key=lambda e: getattr(e, key), reverse=True)[:25]
     total = sum(getattr(e, key) for e in averages) or 1.0
-    return [{"name": e.key[:90], "count": e.count, "ms": getattr(e, key) / 1e3, "share": getattr(e, key) / total}
-            for e in rows]  # fmt: skip
+    top = [{"name": e.key[:90], "count": e.count, "ms": getattr(e, key) / 1e3, "share": getattr(e, key) / total}
+           for e in rows]  # fmt: skip
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    busy = sum(e.time_range.elapsed_us() for e in kernels) / 1e6  # kernels of one stream do not overlap
+    return {"profile_top": top, "profiled_step_s": wall, "gpu_kernel_s": busy if kernels else None,
+            "gpu_busy_fraction": busy / wall if kernels else None}  # fmt: skip
 
 
 def run_train(args: argparse.Namespace, hf_dir: str) -> dict[str, Any]:
@@ -159,7 +167,7 @@ def run_train(args: argparse.Namespace, hf_dir: str) -> dict[str, Any]:
         times.append(time.perf_counter() - start)
         loss, norm = metrics.get("train/loss"), metrics.get("train/grad_norm")
         log(f"train {i}: {times[-1]:.3f} s, loss {loss}, grad_norm {norm}")
-    profile_top = profile_step(policy, batch, args) if args.profile else None
+    profiled = profile_step(policy, batch, args) if args.profile else None
     seconds = statistics.median(times)
     gpus = int(os.environ.get("WORLD_SIZE", "1"))  # every GPU of the world shares the step's FLOPs (TP x DP)
     tokens_per_s = batch.num_tokens / seconds / gpus
@@ -186,8 +194,8 @@ def run_train(args: argparse.Namespace, hf_dir: str) -> dict[str, Any]:
         "attention": "torch varlen_attn" if torch.cuda.is_available() and not args.fp32 else "reference sdpa",
     }
     result["meets_goal_mfu_30"] = None if result["mfu_6n"] is None else result["mfu_6n"] >= 0.30
-    if profile_top is not None:
-        result["profile_top"] = profile_top
+    if profiled is not None:
+        result.update(profiled)
     return result
 
 

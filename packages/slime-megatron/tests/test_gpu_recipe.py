@@ -28,6 +28,7 @@ def test_recipe_reports_throughput_and_memory_fields(recipe: dict) -> None:
     top = train["profile_top"]  # --profile: one more step under torch.profiler, its heaviest ops
     assert top and all(row["ms"] >= 0 and 0 <= row["share"] <= 1 for row in top)
     assert any("mm" in row["name"] for row in top)  # the GEMMs are among the heaviest ops even on the tiny shape
+    assert train["profiled_step_s"] > 0 and train["gpu_busy_fraction"] is None  # no kernels on the CPU
 
 
 def test_recipe_logits_comparison(recipe: dict) -> None:
