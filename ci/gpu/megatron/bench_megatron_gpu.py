@@ -41,6 +41,7 @@ import torch
 # name: (vocab, hidden, layers, q heads, kv heads, head dim, ffn) from the public Qwen3 configs.
 MODELS = {
     "0.6b": (151936, 1024, 28, 16, 8, 128, 3072),
+    "4b": (151936, 2560, 36, 32, 8, 128, 9728),
     "tiny": (256, 64, 2, 4, 2, 16, 128),
 }
 PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("GH200", 989.4), ("A100", 312.0))

@@ -12,29 +12,31 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .
 export PYTHONPATH=/tmp/site:$(ls -d packages/*/src | paste -sd:) PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # KINDS.md: never multicast
 B=ci/gpu/megatron/bench_megatron_gpu.py
+MODEL=${MODEL:-0.6b}  # MODEL=4b: the Qwen3-4B shape (train / sweep)
+C=/tmp/qwen3-$MODEL-rand
 O=${OUT:-/tmp/megatron_out}
 mkdir -p "$O"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import megatron.core, mbridge, torch; print('megatron-core', megatron.core.__version__, 'torch', torch.__version__)"
-python3 $B checkpoint --save /tmp/qwen3-0.6b-rand > "$O/checkpoint.json" || exit 2
+python3 $B checkpoint --model $MODEL --save $C > "$O/checkpoint.json" || exit 2
 GPUS=$(python3 -c "import torch; print(torch.cuda.device_count())")
 case "${1:-all}" in
-  train|all) python3 $B train --checkpoint /tmp/qwen3-0.6b-rand --profile "$O/train_profile.txt" 2> "$O/train.log" \
+  train|all) python3 $B train --model $MODEL --checkpoint $C --profile "$O/train_profile.txt" 2> "$O/train.log" \
       | tee "$O/train.json" ;;
   sweep)  # micro-batch token budgets: where the step's throughput saturates (issue #9)
     for T in 4096 8192 16384; do
-      python3 $B train --checkpoint /tmp/qwen3-0.6b-rand --max-tokens $T 2>> "$O/train.log" | tee "$O/train_$T.json"
+      python3 $B train --model $MODEL --checkpoint $C --max-tokens $T 2>> "$O/train.log" | tee "$O/train_$T.json"
     done ;;
 esac
 case "${1:-all}" in
   tp|all)
     if [ "$GPUS" -lt 2 ]; then echo '{"tp": "skipped: one GPU"}'; exit 0; fi
-    python3 $B logits --seq-len 256 --tp 1 --checkpoint /tmp/qwen3-0.6b-rand --save /tmp/logits_tp1.pt 2> "$O/tp.log"
-    torchrun --nproc-per-node 2 $B logits --seq-len 256 --tp 2 --checkpoint /tmp/qwen3-0.6b-rand --compare /tmp/logits_tp1.pt \
+    python3 $B logits --seq-len 256 --tp 1 --checkpoint $C --save /tmp/logits_tp1.pt 2> "$O/tp.log"
+    torchrun --nproc-per-node 2 $B logits --seq-len 256 --tp 2 --checkpoint $C --compare /tmp/logits_tp1.pt \
       2>> "$O/tp.log" | tee "$O/tp_logits.json"
-    torchrun --nproc-per-node 2 $B logits --seq-len 256 --tp 2 --sequence-parallel --checkpoint /tmp/qwen3-0.6b-rand \
+    torchrun --nproc-per-node 2 $B logits --seq-len 256 --tp 2 --sequence-parallel --checkpoint $C \
       --compare /tmp/logits_tp1.pt 2>> "$O/tp.log" | tee "$O/tp_sp_logits.json"
-    torchrun --nproc-per-node 2 $B train --tp 2 --sequence-parallel --checkpoint /tmp/qwen3-0.6b-rand \
+    torchrun --nproc-per-node 2 $B train --tp 2 --sequence-parallel --checkpoint $C \
       2>> "$O/tp.log" | tee "$O/tp_train.json"
     ;;
 esac

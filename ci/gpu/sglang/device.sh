@@ -4,6 +4,7 @@
 #   stage2            install .sgl/c02 into /tmp/site, import check
 #   stage3            install .sgl/c03 (xgrammar, zstandard, torch-memory-saver, megatron-core, mbridge), import
 #                     check of SGLang and slime.sglang
+#   model4b           build the random Qwen3-4B-shaped model (then SHAPE=4b before any subcommand uses it)
 #   keep DIR          keep a flash_ops part (DIR = .sgl/f1 | .sgl/f2 | .sgl/f3) under /root/fo
 #   fa3               rebuild sgl_kernel/flash_ops.abi3.so from the 3 parts (enables the default fa3 backend)
 #   bench TAG OUTLEN TIMEOUT [sglang args]        sglang.bench_offline_throughput, 256 prompts, input 128
@@ -19,7 +20,8 @@
 #   disagg BACKEND TIMEOUT sync|async [flags]     the same on 2 GPUs (trainer GPU 0, engine GPU 1, NCCL weights)
 #   fp8 TIMEOUT [flags]                           the Megatron loop with a block-FP8 engine (bf16 training, TIS)
 H=$(dirname "$0")
-M=/root/qwen3-0.6b-rand
+SHAPE=${SHAPE:-0.6b}  # SHAPE=4b runs any subcommand on the 4B shape (after `model4b`)
+M=/root/qwen3-$SHAPE-rand
 SRC=$(ls -d packages/*/src | paste -sd:)
 export PYTHONPATH=/tmp/site:$SRC:testing PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # KINDS.md: never multicast
@@ -30,8 +32,8 @@ stage1)
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .sgl/c01/*.whl || exit 1
   echo "c01 installed at +$(( $(date +%s)-T0 ))s"
   python3 -c "import transformers, tokenizers; print('transformers', transformers.__version__, 'tokenizers', tokenizers.__version__)"
-  python3 $H/gen_model.py $M 28 2>&1 | grep -v shards
-  du -sh $M ;;
+  python3 $H/gen_model.py /root/qwen3-0.6b-rand 28 0.6b 2>&1 | grep -v shards
+  du -sh /root/qwen3-0.6b-rand ;;
 stage2)
   [ -d /tmp/site/transformers ] || { echo "NO /tmp/site from stage1: the machine was not kept warm"; exit 3; }
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .sgl/c02/*.whl || exit 1
@@ -51,6 +53,9 @@ import sglang_router, zstandard, slime.sglang, slime.sync, torch_memory_saver, m
 from slime.sglang.server_args import known_server_flags
 flags = known_server_flags('sglang'); print('SLIME_OK', len(flags), 'sglang flags;', '--attention-backend' in flags)" 2>&1 | tail -4
   timeout 60 python3 -m sglang_router.launch_router --help > /dev/null && echo "router OK at +$(( $(date +%s)-T0 ))s" ;;
+model4b)
+  [ -d /tmp/site/transformers ] || { echo "NO /tmp/site from stage1: the machine was not kept warm"; exit 3; }
+  python3 $H/gen_model.py /root/qwen3-4b-rand 0 4b 2>&1 | grep -v shards; du -sh /root/qwen3-4b-rand ;;
 keep)
   mkdir -p /root/fo && cp $2/* /root/fo/ && ls -la /root/fo ;;
 fa3)
