@@ -112,8 +112,9 @@ def test_load_resumes_from_the_tracker_iteration(tp1_suite: dict) -> None:
     assert max_abs_diff(result["weights"], ok(tp1_suite, "checkpoint")["saved"]) == 0.0
 
 
-def test_full_recompute_flags_reach_megatron_and_keep_the_step(tp1_suite: dict) -> None:
-    recompute, plain = ok(tp1_suite, "recompute"), ok(tp1_suite, "first_step")
+@pytest.mark.parametrize("mode", ["recompute", "recompute_selective"])
+def test_recompute_flags_reach_megatron_and_keep_the_step(tp1_suite: dict, mode: str) -> None:
+    recompute, plain = ok(tp1_suite, mode), ok(tp1_suite, "first_step")
     for key in ("train/loss", "train/kl_loss", "train/grad_norm", "train/entropy_loss"):
         assert recompute[key] == pytest.approx(plain[key], rel=1e-6, abs=1e-9), key
 

@@ -284,10 +284,21 @@ def fallback_and_critic(*, out_dir: Path, model_dir: str, ckpt_root: str) -> dic
         assert policy.stack.config.recompute_granularity == "full"
         return dict(policy.train(0, random_batch(8, seed=1)))
 
+    def recompute_selective():
+        # Selective recomputation re-runs the core attention, which also applies the packed RoPE: same step again.
+        argv = "--lr 1e-3 --adam-eps 1e-4 --micro-batch-size 3 --recompute-granularity selective"
+        policy = _policy(model_dir, argv.split(), LossConfig(use_kl_loss=True, kl_loss_coef=0.1, entropy_coef=0.01))
+        from slime.megatron.packed_rope import PackedRopeSelfAttention
+
+        attention = policy.stack.modules[0].decoder.layers[0].self_attention
+        assert isinstance(attention, PackedRopeSelfAttention) and attention.checkpoint_core_attention
+        return dict(policy.train(0, random_batch(8, seed=1)))
+
     _check(result, "fallback", fallback)
     _check(result, "resume", resume)
     _check(result, "fresh_save", fresh_save)
     _check(result, "recompute", recompute)
+    _check(result, "recompute_selective", recompute_selective)
     _check(result, "critic", critic)
     _check(result, "opd", lambda: opd_teachers(model_dir=model_dir, teacher_root=ckpt_root))
     return result
