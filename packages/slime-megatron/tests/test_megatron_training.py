@@ -51,6 +51,9 @@ def test_offload_frees_and_onload_restores(suite: dict) -> None:
     for before, after in zip(result["before"], result["after"], strict=True):
         assert torch.equal(before, after)
     assert result["train_after"]["train/grad_norm"] > 0
+    # the optimizer state (its own stash, restored behind the next forward/backward on a GPU) left and came back
+    assert result["state_freed"] and result["state_back"]
+    assert result["onload"]["perf/onload_behind_bytes"] == 0  # the CPU restores at once: nothing left in flight
 
 
 def test_load_without_checkpoint_falls_back_to_ref_load(tp1_suite: dict) -> None:

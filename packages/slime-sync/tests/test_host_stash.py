@@ -49,3 +49,42 @@ def test_a_resized_storage_gets_a_new_buffer() -> None:
     assert stash.host_bytes == u.nbytes
     stash.restore()
     assert torch.equal(u, torch.ones(16))
+
+
+def test_restore_behind_on_the_cpu_is_restore_and_waits_before_the_step() -> None:
+    moment = torch.randn(50)
+    before = moment.clone()
+    stash = HostStash()
+    stash.stash(distinct_storages([moment]))
+    assert stash.restore_behind() == moment.nbytes and torch.equal(moment, before)
+    assert not stash.in_flight and stash.in_flight_bytes == 0  # the CPU restores at once
+    param = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.SGD([param], lr=0.1)
+    waits = []
+    stash.wait = lambda: waits.append(1)  # the hook looks `wait` up when the step runs
+    stash.wait_before_step(optimizer)
+    param.grad = torch.ones(3)
+    optimizer.step()
+    assert waits == [1] and torch.allclose(param, torch.full((3,), 0.9))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (the side stream is CUDA's)")
+def test_restore_behind_overlaps_and_is_exact_on_cuda() -> None:
+    moments = [torch.randn(1 << 24, device="cuda") for _ in range(4)]  # 256 MiB
+    grad = torch.randn(1 << 20, device="cuda")
+    before = [m.clone() for m in moments]
+    stash = HostStash()
+    stash.stash(distinct_storages(moments), distinct_storages([grad]))
+    assert all(m.untyped_storage().nbytes() == 0 for m in moments)
+    assert stash.restore_behind() == sum(m.nbytes for m in moments) == stash.in_flight_bytes and stash.in_flight
+    x = torch.randn(4096, 4096, device="cuda")
+    for _ in range(8):
+        x = x @ x / 64  # the current stream computes while the side stream copies
+    stash.wait()
+    assert not stash.in_flight and stash.in_flight_bytes == 0
+    assert all(torch.equal(m, b) for m, b in zip(moments, before, strict=True)) and torch.count_nonzero(grad) == 0
+    for m in moments:
+        m.add_(1.0)
+    stash.stash(distinct_storages(moments))  # the next stash saves what the current stream wrote after the wait
+    stash.restore()
+    assert all(torch.equal(m, b + 1.0) for m, b in zip(moments, before, strict=True))

@@ -233,13 +233,20 @@ def _publish_through_slime_sync(policy) -> dict[str, Any]:
 
 
 def _offload_round_trip(policy, batch) -> dict[str, Any]:
+    from slime.megatron.offload import _optimizer_tensors
+
     before = policy.compute_log_probs(batch)
+    state = list(_optimizer_tensors(policy.stack.optimizer))  # fp32 main weights and Adam moments (own stash)
+    state_before = [t.detach().clone() for t in state]
     figures = policy.offload()
     freed = all(p.untyped_storage().nbytes() == 0 for p in policy.stack.modules[0].parameters())
-    policy.onload()
+    state_freed = bool(state) and all(t.untyped_storage().nbytes() == 0 for t in state)
+    onload = policy.onload()
+    state_back = all(torch.equal(t, b) for t, b in zip(state, state_before, strict=True))
     after = policy.compute_log_probs(batch)
     metrics = dict(policy.train(4, batch))
-    return {"before": before, "after": after, "freed": freed, "figures": figures, "train_after": metrics}
+    return {"before": before, "after": after, "freed": freed, "figures": figures, "train_after": metrics,
+            "state_freed": state_freed, "state_back": state_back, "onload": onload}  # fmt: skip
 
 
 def fallback_and_critic(*, out_dir: Path, model_dir: str, ckpt_root: str) -> dict[str, Any]:

@@ -289,6 +289,7 @@ class FSDPPolicy:
         if self.config.save is None:
             raise ConfigError("`save` is None; set --save to the checkpoint folder before saving.")
         self._require_onloaded("save_checkpoint")
+        self._settle()
         extra = {"rollout_id": rollout_id, "global_step": self.global_step, "scheduler": self.scheduler.state_dict()}
         if self.critic is not None:
             extra["critic_scheduler"] = self.critic.scheduler.state_dict()
@@ -300,6 +301,7 @@ class FSDPPolicy:
         A checkpoint without a critic leaves the critic as built (from `critic_load` / `hf_checkpoint`).
         """
         self._require_onloaded("load_checkpoint")
+        self._settle()
         extra = checkpoint.load(path, self._checkpoint_parts())
         self.scheduler.load_state_dict(extra["scheduler"])
         if self.critic is not None and "critic" in extra["parts"]:
@@ -307,6 +309,11 @@ class FSDPPolicy:
         self.global_step = int(extra["global_step"])
         self.start_rollout_id = int(extra["rollout_id"]) + 1
         return int(extra["rollout_id"])
+
+    def _settle(self) -> None:
+        self._offloader.settle()  # optimizer state restored behind the forward/backward (see slime.fsdp.offload)
+        if self.critic is not None:
+            self.critic.offloader.settle()
 
     def offload(self) -> None:
         """Move parameters, gradients and optimizer state (actor and critic) to host memory (colocate)."""

@@ -10,6 +10,11 @@ Two mechanisms:
   onload resizes it back and copies the bytes in. All tensors and views (`param.main_grad`, optimizer shard views)
   stay valid. Gradient buffers are not copied, only re-zeroed.
 
+In the fallback the optimizer's tensors (fp32 main weights and Adam moments: most of the bytes) have their own
+stash, restored behind the step's forward and backward (`HostStash.restore_behind`: a side stream, waited for by
+a pre-hook of the inner torch optimizer's step, which is the first thing that reads them); `settle()` waits for it
+where a checkpoint reads or writes that state. `perf/onload_behind_bytes` reports what was still in flight.
+
 Both report the bytes moved and the device memory before and after (`perf/offload_*` metrics). It does not
 destroy or rebuild process groups.
 """
@@ -25,13 +30,17 @@ import torch
 from slime.sync.host_stash import HostStash, distinct_storages
 
 
-def _optimizer_tensors(optimizer) -> Iterator[torch.Tensor]:
+def _inner_optimizers(optimizer) -> Iterator[torch.optim.Optimizer]:
     if optimizer is None:
         return
     for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
         inner = getattr(opt, "optimizer", None)
-        if inner is None:
-            continue
+        if inner is not None:
+            yield inner
+
+
+def _optimizer_tensors(optimizer) -> Iterator[torch.Tensor]:
+    for inner in _inner_optimizers(optimizer):
         for group in inner.param_groups:
             yield from group["params"]
         for state in inner.state.values():
@@ -55,6 +64,9 @@ class Offloader:
         self._stack = stack
         self._saver = _memory_saver()
         self._stash = HostStash()
+        self._late = HostStash()
+        for inner in _inner_optimizers(stack.optimizer):
+            self._late.wait_before_step(inner)
         self.offloaded = False
 
     @property
@@ -62,14 +74,15 @@ class Offloader:
         """ "torch_memory_saver" or "fallback"."""
         return "torch_memory_saver" if self._saver is not None else "fallback"
 
-    def _storages(self) -> tuple[list[torch.UntypedStorage], list[torch.UntypedStorage]]:
+    def _storages(self) -> tuple[list[torch.UntypedStorage], list[torch.UntypedStorage], list[torch.UntypedStorage]]:
+        """(weights, optimizer state, gradient buffers), each storage once."""
         seen: set[int] = set()
         ddp_buffers = [b for ddp in self._stack.models for b in ddp.buffers + ddp.expert_parallel_buffers]
         keep = distinct_storages((b.param_data for b in ddp_buffers), seen)
         keep += distinct_storages((p.data for m in self._stack.modules for p in m.parameters()), seen)
-        keep += distinct_storages(_optimizer_tensors(self._stack.optimizer), seen)
+        late = distinct_storages(_optimizer_tensors(self._stack.optimizer), seen)
         # last: a grad buffer shared with a kept storage was already taken
-        return keep, distinct_storages((b.grad_data for b in ddp_buffers), seen)
+        return keep, late, distinct_storages((b.grad_data for b in ddp_buffers), seen)
 
     def offload(self) -> dict[str, float]:
         """Free the device memory of weights, gradients and optimizer state; returns timing and byte figures."""
@@ -82,7 +95,8 @@ class Offloader:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()  # the step's cached activations, which the saver does not own
         else:
-            moved = self._stash.stash(*self._storages())
+            keep, late, grads = self._storages()
+            moved = self._late.stash(late) + self._stash.stash(keep, grads)
         self.offloaded = True
         return _figures("offload", start, before, moved)
 
@@ -95,18 +109,25 @@ class Offloader:
             self._saver.resume()
             moved = 0
         else:
-            moved = self._stash.restore()
+            moved = self._stash.restore() + self._late.restore_behind()
         self.offloaded = False
-        return _figures("onload", start, before, moved)
+        behind = self._late.in_flight_bytes
+        figures = _figures("onload", start, before, moved, device_wide=not behind)
+        return {**figures, "perf/onload_behind_bytes": float(behind)}
+
+    def settle(self) -> None:
+        """Wait for optimizer state still being restored (before a checkpoint reads or writes it)."""
+        self._late.wait()
 
 
 def _allocated() -> int:
     return torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
 
 
-def _figures(kind: str, start: float, before: int, moved: int) -> dict[str, float]:
+def _figures(kind: str, start: float, before: int, moved: int, *, device_wide: bool = True) -> dict[str, float]:
     if torch.cuda.is_available():
-        torch.cuda.synchronize()
+        # a restore behind the step is not waited for: its copies overlap the forward/backward on purpose
+        torch.cuda.synchronize() if device_wide else torch.cuda.current_stream().synchronize()
     return {
         f"perf/{kind}_time": time.perf_counter() - start,
         f"perf/{kind}_bytes": float(moved),

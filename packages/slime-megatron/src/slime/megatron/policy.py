@@ -145,6 +145,8 @@ class MegatronPolicy:
         root = path or self.args.load
         if root is None:
             raise ConfigError("load() needs a path or --load.")
+        for offloader in self._offloaders:
+            offloader.settle()  # no restore of the optimizer state may still be writing it
         return load_torch_dist(self.stack, root, step=step, load_optim=load_optim, load_rng=load_optim)
 
     # ------------------------------------------------------------------------------------------- log-probs
@@ -324,6 +326,8 @@ class MegatronPolicy:
         if self.args.save is None:
             raise ConfigError("save_checkpoint needs --save.")
         self.onload()
+        for offloader in self._offloaders:
+            offloader.settle()  # the optimizer state may still be arriving (see slime.megatron.offload)
         kwargs = {"save_optim": not self.args.no_save_optim, "save_rng": not self.args.no_save_rng}
         path = save_torch_dist(self.stack, self.args.save, rollout_id, **kwargs)
         if self.critic is not None:

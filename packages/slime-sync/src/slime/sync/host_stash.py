@@ -10,6 +10,12 @@ as long as the copy itself), and pageable copies run at a fraction of PCIe speed
 storages every step, so buffer i is reused while storage i keeps its size. The price is host memory equal to the
 stashed bytes, held for the whole run (it is needed during every rollout anyway).
 
+`restore_behind()` is the overlapped variant for state that is read late (optimizer moments, fp32 main weights:
+only the optimizer step reads them). On CUDA the copies go on a side stream and `wait()` makes the current stream
+wait for them, so they run on the copy engine while forward and backward run on the SMs; trainers call `wait()`
+before the optimizer step (`wait_before_step` registers that as a step pre-hook). On the CPU it is `restore()`.
+Freeing at the next `stash` is safe for memory the side stream allocated: `stash` synchronizes the device first.
+
 It does not choose what to stash (trainers do: `distinct_storages` helps), and does not touch the caching
 allocator beyond one `empty_cache()` after freeing, so that the engines can take the memory.
 """
@@ -45,6 +51,9 @@ class HostStash:
     def __init__(self) -> None:
         self._buffers: list[torch.UntypedStorage] = []
         self._held: list[tuple[torch.UntypedStorage, torch.UntypedStorage | None, int]] = []
+        self._pending: torch.cuda.Event | None = None
+        self._pending_bytes = 0
+        self._stream: torch.cuda.Stream | None = None
 
     @property
     def stashed(self) -> bool:
@@ -74,6 +83,7 @@ class HostStash:
         """
         if self._held:
             raise RuntimeError("HostStash.stash called twice without restore(); the first copies would be lost")
+        self.wait()  # a restore still in flight finishes before its storages are read again
         del self._buffers[len(keep) :]
         for index, storage in enumerate(keep):
             host = self._buffer(index, storage)
@@ -100,6 +110,51 @@ class HostStash:
         _synchronize(self._held)  # the host buffers are rewritten at the next stash
         self._held.clear()
         return moved
+
+
+    def restore_behind(self) -> int:
+        """`restore()` with the copies on a side stream (CUDA): returns at once; `wait()` before using the storages.
+
+        Returns the bytes copied (in flight on CUDA). The host buffers stay untouched until the next `stash`."""
+        if not any(s.device.type == "cuda" for s, _, _ in self._held):
+            return self.restore()
+        current = torch.cuda.current_stream()
+        self._stream = self._stream or torch.cuda.Stream(device=current.device)
+        self._stream.wait_stream(current)  # after whatever the current stream queued (the other onloads, frees)
+        with torch.cuda.stream(self._stream):
+            moved = 0
+            for storage, host, nbytes in self._held:
+                storage.resize_(nbytes)  # allocated for the side stream; freed only after a full synchronize
+                if host is None:
+                    torch.tensor([], dtype=torch.uint8, device=storage.device).set_(storage).zero_()
+                else:
+                    storage.copy_(host, non_blocking=True)
+                    moved += nbytes
+            self._pending = torch.cuda.Event()
+            self._pending.record(self._stream)
+        self._pending_bytes = moved
+        self._held.clear()
+        return moved
+
+    @property
+    def in_flight(self) -> bool:
+        """Whether a `restore_behind` has not been waited for yet."""
+        return self._pending is not None
+
+    @property
+    def in_flight_bytes(self) -> int:
+        """Bytes of a `restore_behind` not waited for yet (0 on the CPU, where it restores at once)."""
+        return self._pending_bytes if self._pending is not None else 0
+
+    def wait(self) -> None:
+        """Make the current stream wait for a `restore_behind` (no-op when none is in flight)."""
+        if self._pending is not None:
+            torch.cuda.current_stream().wait_event(self._pending)
+            self._pending = None
+
+    def wait_before_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Register `wait()` as a step pre-hook of a torch optimizer (the state it restores behind is read there)."""
+        optimizer.register_step_pre_hook(lambda *_: self.wait())
 
 
 def _synchronize(held: Sequence[tuple[torch.UntypedStorage, torch.UntypedStorage | None, int]]) -> None:
