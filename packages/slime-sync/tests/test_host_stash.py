@@ -88,3 +88,34 @@ def test_restore_behind_overlaps_and_is_exact_on_cuda() -> None:
     stash.stash(distinct_storages(moments))  # the next stash saves what the current stream wrote after the wait
     stash.restore()
     assert all(torch.equal(m, b + 1.0) for m, b in zip(moments, before, strict=True))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (the side stream is CUDA's)")
+def test_stash_behind_is_finished_by_stash_and_dropped_by_a_step_on_cuda() -> None:
+    param = torch.nn.Parameter(torch.randn(1 << 20, device="cuda"))
+    optimizer = torch.optim.SGD([param], lr=0.5)
+    stash = HostStash()
+    stash.wait_before_step(optimizer)
+    keep = distinct_storages([param])
+    stash.stash(keep)
+    stash.restore()  # a colocated cycle: the host buffer exists now
+    before = param.detach().clone()
+    stash.stash_behind(distinct_storages([param]))  # a new storage object for the same bytes: still recognised
+    assert stash.stash(distinct_storages([param])) == param.nbytes and param.untyped_storage().nbytes() == 0
+    stash.restore()
+    assert torch.equal(param, before)
+    stash.stash_behind(distinct_storages([param]))
+    param.grad = torch.ones_like(param)
+    optimizer.step()  # changes the state: its pre-hook drops the early copy, so the stash copies again
+    stash.stash(distinct_storages([param]))
+    stash.restore()
+    assert torch.equal(param, before - 0.5)
+
+
+def test_stash_behind_is_a_no_op_on_the_cpu() -> None:
+    t = torch.randn(10)
+    stash = HostStash()
+    stash.stash_behind(distinct_storages([t]))
+    assert stash._behind is None
+    stash.stash(distinct_storages([t]))
+    stash.restore()

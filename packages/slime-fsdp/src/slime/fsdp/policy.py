@@ -231,6 +231,7 @@ class FSDPPolicy:
         )
         train_actor = self.critic is None or rollout_id >= c.num_critic_only_steps
         if c.reset_optimizer_states:
+            self._settle()
             reset_optimizer_states(self.optimizer)
             if self.critic is not None:
                 reset_optimizer_states(self.critic.optimizer)
@@ -249,6 +250,9 @@ class FSDPPolicy:
                 metrics |= train_step(ctx, micro_batches, data, step_samples)
                 self.global_step += 1
             per_step.append(metrics)
+        self._offloader.start_offload()  # colocated: the optimizer state starts home during the weight push
+        if self.critic is not None:
+            self.critic.offloader.start_offload()
         elapsed = time.perf_counter() - start
         tokens = sum(lengths[i] for s in steps for i in s)
         return _summarise(per_step, tokens, elapsed, len(batch.samples) - sum(len(s) for s in steps))

@@ -12,8 +12,9 @@ Two mechanisms:
 
 In the fallback the optimizer's tensors (fp32 main weights and Adam moments: most of the bytes) have their own
 stash, restored behind the step's forward and backward (`HostStash.restore_behind`: a side stream, waited for by
-a pre-hook of the inner torch optimizer's step, which is the first thing that reads them); `settle()` waits for it
-where a checkpoint reads or writes that state. `perf/onload_behind_bytes` reports what was still in flight.
+a pre-hook of the inner torch optimizer's step, which is the first thing that reads them), and after the step
+`start_offload` starts copying them home, overlapping the weight push; `settle()` waits for both where a
+checkpoint or a reset reads or writes that state. `perf/onload_behind_bytes` reports what was still in flight.
 
 Both report the bytes moved and the device memory before and after (`perf/offload_*` metrics). It does not
 destroy or rebuild process groups.
@@ -115,9 +116,17 @@ class Offloader:
         figures = _figures("onload", start, before, moved, device_wide=not behind)
         return {**figures, "perf/onload_behind_bytes": float(behind)}
 
+    def start_offload(self) -> None:
+        """In a colocated cycle (this stack was offloaded before, by the fallback), start copying the optimizer
+        state home right after the step, so the copies overlap the weight push; `offload` finishes them."""
+        if self._saver is None and self._late.host_bytes and not self.offloaded:
+            self._late.stash_behind(self._storages()[1])
+
     def settle(self) -> None:
-        """Wait for optimizer state still being restored (before a checkpoint reads or writes it)."""
+        """Wait for optimizer state still being restored, forget early copies (before anything but the step reads or
+        writes that state: checkpoints, a reset)."""
         self._late.wait()
+        self._late.discard_behind()
 
 
 def _allocated() -> int:

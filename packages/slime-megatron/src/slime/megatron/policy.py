@@ -268,6 +268,8 @@ class MegatronPolicy:
         start = time.perf_counter()
         self.onload()
         if self.actor_config.reset_optimizer_states:
+            for offloader in self._offloaders:
+                offloader.settle()  # the state may still be arriving (see slime.megatron.offload)
             _reset_optimizer_states(self.stack.optimizer)
         samples = batch.samples
         steps = self._num_steps(len(samples))
@@ -292,6 +294,8 @@ class MegatronPolicy:
         metrics |= {"perf/log_probs_time": log_prob_time, "perf/train_time": time.perf_counter() - start}
         if teacher is not None:
             metrics["rollout/opd_reverse_kl"] = opd_reverse_kl(samples, old, teacher)
+        for offloader in self._offloaders:
+            offloader.start_offload()  # colocated: the optimizer state starts home during the weight push
         if self.actor_config.offload_train:
             metrics |= self.offload()
         return metrics

@@ -10,7 +10,9 @@ as long as the copy itself), and pageable copies run at a fraction of PCIe speed
 storages every step, so buffer i is reused while storage i keeps its size. The price is host memory equal to the
 stashed bytes, held for the whole run (it is needed during every rollout anyway).
 
-`restore_behind()` is the overlapped variant for state that is read late (optimizer moments, fp32 main weights:
+`stash_behind(keep)` starts a later `stash(keep)`'s copies early on that side stream (state the step has just
+written and nothing changes until the offload: the copies overlap the weight push); `stash` then only waits and
+frees. `restore_behind()` is the overlapped variant for state that is read late (optimizer moments, fp32 main weights:
 only the optimizer step reads them). On CUDA the copies go on a side stream and `wait()` makes the current stream
 wait for them, so they run on the copy engine while forward and backward run on the SMs; trainers call `wait()`
 before the optimizer step (`wait_before_step` registers that as a step pre-hook). On the CPU it is `restore()`.
@@ -54,6 +56,7 @@ class HostStash:
         self._pending: torch.cuda.Event | None = None
         self._pending_bytes = 0
         self._stream: torch.cuda.Stream | None = None
+        self._behind: tuple[list[int], list[int], torch.cuda.Event] | None = None
 
     @property
     def stashed(self) -> bool:
@@ -84,10 +87,12 @@ class HostStash:
         if self._held:
             raise RuntimeError("HostStash.stash called twice without restore(); the first copies would be lost")
         self.wait()  # a restore still in flight finishes before its storages are read again
+        copied = self._take_behind(keep)
         del self._buffers[len(keep) :]
         for index, storage in enumerate(keep):
             host = self._buffer(index, storage)
-            host.copy_(storage, non_blocking=True)
+            if not copied:
+                host.copy_(storage, non_blocking=True)
             self._held.append((storage, host, storage.nbytes()))
         self._held.extend((s, None, s.nbytes()) for s in zero_only)
         _synchronize(self._held)  # every copy has landed before its source is freed
@@ -152,9 +157,48 @@ class HostStash:
             torch.cuda.current_stream().wait_event(self._pending)
             self._pending = None
 
+    def stash_behind(self, keep: Sequence[torch.UntypedStorage]) -> None:
+        """Start `stash(keep)`'s copies on the side stream (CUDA), to overlap whatever runs before the `stash(keep)`
+        that finishes it (frees the storages). The storages must not change in between: an optimizer step (see
+        `wait_before_step`) or `discard_behind()` drops the early copies, and `stash` then copies again.
+        A no-op on the CPU."""
+        self.discard_behind()
+        if self._held or not keep or any(s.device.type != "cuda" for s in keep):
+            return
+        current = torch.cuda.current_stream()
+        self._stream = self._stream or torch.cuda.Stream(device=current.device)
+        self._stream.wait_stream(current)  # after the step that wrote them
+        del self._buffers[len(keep) :]
+        with torch.cuda.stream(self._stream):
+            for index, storage in enumerate(keep):
+                self._buffer(index, storage).copy_(storage, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(self._stream)
+        self._behind = ([s.data_ptr() for s in keep], [s.nbytes() for s in keep], done)
+
+    def discard_behind(self) -> None:
+        """Forget copies started by `stash_behind` (their storages are about to change)."""
+        if self._behind is not None:
+            self._behind[2].synchronize()  # the host buffers may be rewritten only after those copies finished
+            self._behind = None
+
+    def _take_behind(self, keep: Sequence[torch.UntypedStorage]) -> bool:
+        """Whether `stash_behind` already copied exactly `keep` (then wait for those copies); else forget them."""
+        behind, self._behind = self._behind, None
+        if behind is None:
+            return False
+        behind[2].synchronize()
+        return behind[0] == [s.data_ptr() for s in keep] and behind[1] == [s.nbytes() for s in keep]
+
     def wait_before_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Register `wait()` as a step pre-hook of a torch optimizer (the state it restores behind is read there)."""
-        optimizer.register_step_pre_hook(lambda *_: self.wait())
+        """Register a step pre-hook on a torch optimizer: wait for state restored behind, and forget copies started
+        behind (the step is about to change the state)."""
+
+        def before_step(*_: object) -> None:
+            self.wait()
+            self.discard_behind()
+
+        optimizer.register_step_pre_hook(before_step)
 
 
 def _synchronize(held: Sequence[tuple[torch.UntypedStorage, torch.UntypedStorage | None, int]]) -> None:
