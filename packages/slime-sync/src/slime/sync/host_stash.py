@@ -104,6 +104,13 @@ class HostStash:
 
     def restore(self) -> int:
         """Give every stashed storage its bytes back (zero-only ones zero-filled); returns the bytes copied."""
+        moved = self._refill()
+        _synchronize(self._held)  # the host buffers are rewritten at the next stash
+        self._held.clear()
+        return moved
+
+    def _refill(self) -> int:
+        """Resize every held storage back and queue its bytes (zeros for zero-only ones); returns bytes copied."""
         moved = 0
         for storage, host, nbytes in self._held:
             storage.resize_(nbytes)
@@ -112,8 +119,6 @@ class HostStash:
             else:
                 storage.copy_(host, non_blocking=True)
                 moved += nbytes
-        _synchronize(self._held)  # the host buffers are rewritten at the next stash
-        self._held.clear()
         return moved
 
 
@@ -127,14 +132,7 @@ class HostStash:
         self._stream = self._stream or torch.cuda.Stream(device=current.device)
         self._stream.wait_stream(current)  # after whatever the current stream queued (the other onloads, frees)
         with torch.cuda.stream(self._stream):
-            moved = 0
-            for storage, host, nbytes in self._held:
-                storage.resize_(nbytes)  # allocated for the side stream; freed only after a full synchronize
-                if host is None:
-                    torch.tensor([], dtype=torch.uint8, device=storage.device).set_(storage).zero_()
-                else:
-                    storage.copy_(host, non_blocking=True)
-                    moved += nbytes
+            moved = self._refill()  # allocated for the side stream; freed only after a full synchronize
             self._pending = torch.cuda.Event()
             self._pending.record(self._stream)
         self._pending_bytes = moved
