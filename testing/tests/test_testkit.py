@@ -280,3 +280,20 @@ def test_tiny_model_gives_the_same_logits_on_gpu(tiny_qwen3_dir: Path) -> None:
         gpu_logits = model.to("cuda")(input_ids.to("cuda")).logits.cpu()
 
     torch.testing.assert_close(gpu_logits, cpu_logits, rtol=1e-4, atol=1e-4)
+
+
+def test_rendezvous_port_is_free_and_below_the_ephemeral_range() -> None:
+    import socket
+
+    from slime_testkit.ports import HIGH, LOW, rendezvous_port
+
+    port = rendezvous_port()
+    assert LOW <= port < HIGH
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # still free: nothing holds it
+    from pathlib import Path
+
+    ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range")  # Linux; other systems keep the check above
+    if ephemeral.exists():
+        low, _ = (int(x) for x in ephemeral.read_text().split())
+        assert HIGH <= low  # the kernel never hands these out for bind(0) or outgoing connections

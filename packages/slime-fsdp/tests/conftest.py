@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from slime_testkit.ports import rendezvous_port
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 
@@ -77,9 +77,7 @@ def make_batch() -> Callable[..., Any]:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return rendezvous_port()  # below the ephemeral range: the ranks bind it seconds later
 
 
 def launch_world(job: list[dict[str, Any]], out_dir: Path, world_size: int = 2, timeout_s: float = 300.0) -> Any:

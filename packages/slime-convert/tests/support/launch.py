@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from slime_testkit.ports import rendezvous_port
 
 WORKER = Path(__file__).with_name("worker.py")
 REPO_ROOT = Path(__file__).resolve().parents[4]
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return rendezvous_port()  # below the ephemeral range: the ranks bind it seconds later
 
 
 def run_job(steps: list, world_size: int, out_dir: Path, *, timeout: float = 900) -> None:

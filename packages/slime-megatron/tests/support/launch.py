@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from slime_testkit.ports import rendezvous_port
 
 WORKER = Path(__file__).with_name("worker.py")
 _STARTED: list[subprocess.Popen] = []
@@ -23,9 +24,7 @@ _STARTED: list[subprocess.Popen] = []
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return rendezvous_port()  # below the ephemeral range: the ranks bind it seconds later
 
 
 def start_scenario(name: str, world_size: int, out_dir: Path, **params: Any) -> list[subprocess.Popen]:
