@@ -76,16 +76,13 @@ def make_batch() -> Callable[..., Any]:
     return random_batch
 
 
-def _free_port() -> int:
-    return rendezvous_port()  # below the ephemeral range: the ranks bind it seconds later
-
-
 def launch_world(job: list[dict[str, Any]], out_dir: Path, world_size: int = 2, timeout_s: float = 300.0) -> Any:
     """Run `dist_worker.py` on `world_size` real processes (gloo on 127.0.0.1); return rank 0's list of results."""
     out_dir.mkdir(parents=True, exist_ok=True)
     job_file = out_dir / "job.pkl"
     job_file.write_bytes(pickle.dumps(job))
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(world_size)}
+    port = rendezvous_port()  # below the ephemeral range: the ranks bind it seconds later
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world_size)}
     procs = [
         subprocess.Popen(
             [sys.executable, str(WORKER), str(job_file), str(out_dir)],

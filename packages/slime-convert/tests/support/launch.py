@@ -18,16 +18,12 @@ WORKER = Path(__file__).with_name("worker.py")
 REPO_ROOT = Path(__file__).resolve().parents[4]
 
 
-def _free_port() -> int:
-    return rendezvous_port()  # below the ephemeral range: the ranks bind it seconds later
-
-
 def run_job(steps: list, world_size: int, out_dir: Path, *, timeout: float = 900) -> None:
     """Run `steps` on `world_size` ranks; raise `AssertionError` with every rank's log tail if one fails."""
     out_dir.mkdir(parents=True, exist_ok=True)
     job = out_dir / "job.json"
     job.write_text(json.dumps(steps))
-    port = str(_free_port())
+    port = str(rendezvous_port())
     procs = []
     for rank in range(world_size):
         env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")

@@ -23,16 +23,12 @@ _STARTED: list[subprocess.Popen] = []
 """Every rank this process started: kept referenced (and reaped by `wait_scenario`) until it exits."""
 
 
-def _free_port() -> int:
-    return rendezvous_port()  # below the ephemeral range: the ranks bind it seconds later
-
-
 def start_scenario(name: str, world_size: int, out_dir: Path, **params: Any) -> list[subprocess.Popen]:
     """Launch `scenarios.<name>(out_dir=..., **params)` on `world_size` ranks; returns the rank processes."""
     out_dir.mkdir(parents=True, exist_ok=True)
     job = out_dir / "job.pkl"
     job.write_bytes(pickle.dumps({"scenario": name, "params": params, "world_size": world_size}))
-    port = str(_free_port())
+    port = str(rendezvous_port())
     procs = []
     for rank in range(world_size):
         env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),

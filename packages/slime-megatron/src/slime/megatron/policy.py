@@ -145,8 +145,7 @@ class MegatronPolicy:
         root = path or self.args.load
         if root is None:
             raise ConfigError("load() needs a path or --load.")
-        for offloader in self._offloaders:
-            offloader.settle()  # no restore of the optimizer state may still be writing it
+        self._settle()
         return load_torch_dist(self.stack, root, step=step, load_optim=load_optim, load_rng=load_optim)
 
     # ------------------------------------------------------------------------------------------- log-probs
@@ -268,8 +267,7 @@ class MegatronPolicy:
         start = time.perf_counter()
         self.onload()
         if self.actor_config.reset_optimizer_states:
-            for offloader in self._offloaders:
-                offloader.settle()  # the state may still be arriving (see slime.megatron.offload)
+            self._settle()
             _reset_optimizer_states(self.stack.optimizer)
         samples = batch.samples
         steps = self._num_steps(len(samples))
@@ -330,8 +328,7 @@ class MegatronPolicy:
         if self.args.save is None:
             raise ConfigError("save_checkpoint needs --save.")
         self.onload()
-        for offloader in self._offloaders:
-            offloader.settle()  # the optimizer state may still be arriving (see slime.megatron.offload)
+        self._settle()
         kwargs = {"save_optim": not self.args.no_save_optim, "save_rng": not self.args.no_save_rng}
         path = save_torch_dist(self.stack, self.args.save, rollout_id, **kwargs)
         if self.critic is not None:
@@ -357,6 +354,12 @@ class MegatronPolicy:
         writer = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
         source = self.actor_config.hf_checkpoint
         return str(write_hf_folder(self.export_weights(), out_dir, hf_checkpoint=source, dtype=dtype, is_writer=writer))
+
+    def _settle(self) -> None:
+        """Wait for optimizer state still being restored or copied home (see slime.megatron.offload) before anything
+        but the optimizer step reads or writes it."""
+        for offloader in self._offloaders:
+            offloader.settle()
 
     def offload(self) -> dict[str, float]:
         """Free accelerator memory of the actor (and critic); returns figures (`perf/offload_*`)."""

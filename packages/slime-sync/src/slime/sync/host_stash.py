@@ -128,10 +128,7 @@ class HostStash:
         Returns the bytes copied (in flight on CUDA). The host buffers stay untouched until the next `stash`."""
         if not any(s.device.type == "cuda" for s, _, _ in self._held):
             return self.restore()
-        current = torch.cuda.current_stream()
-        self._stream = self._stream or torch.cuda.Stream(device=current.device)
-        self._stream.wait_stream(current)  # after whatever the current stream queued (the other onloads, frees)
-        with torch.cuda.stream(self._stream):
+        with torch.cuda.stream(self._side_stream()):  # after whatever the current stream queued (onloads, frees)
             moved = self._refill()  # allocated for the side stream; freed only after a full synchronize
             self._pending = torch.cuda.Event()
             self._pending.record(self._stream)
@@ -163,16 +160,21 @@ class HostStash:
         self.discard_behind()
         if self._held or not keep or any(s.device.type != "cuda" for s in keep):
             return
-        current = torch.cuda.current_stream()
-        self._stream = self._stream or torch.cuda.Stream(device=current.device)
-        self._stream.wait_stream(current)  # after the step that wrote them
+        side = self._side_stream()  # after the step that wrote them
         del self._buffers[len(keep) :]
-        with torch.cuda.stream(self._stream):
+        with torch.cuda.stream(side):
             for index, storage in enumerate(keep):
                 self._buffer(index, storage).copy_(storage, non_blocking=True)
             done = torch.cuda.Event()
-            done.record(self._stream)
+            done.record(side)
         self._behind = ([s.data_ptr() for s in keep], [s.nbytes() for s in keep], done)
+
+    def _side_stream(self) -> torch.cuda.Stream:
+        """The stash's own CUDA stream, ordered after everything the current stream has queued."""
+        current = torch.cuda.current_stream()
+        self._stream = self._stream or torch.cuda.Stream(device=current.device)
+        self._stream.wait_stream(current)
+        return self._stream
 
     def discard_behind(self) -> None:
         """Forget copies started by `stash_behind` (their storages are about to change)."""
