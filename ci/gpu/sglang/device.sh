@@ -105,12 +105,11 @@ loop|disagg)
     PLACE="--rollout-num-gpus 1 --sglang-mem-fraction-static 0.8"
   fi
   python3 -c "from slime.train.demo.task import make_prompts; make_prompts('/root/loop_prompts.jsonl', num_prompts=128)"
-  rm -rf /root/ckpt_$NAME
   timeout $TO python3 $SCRIPT --no-ray --train-backend $BACKEND --rollout-engine sglang $PLACE \
     --actor-num-gpus-per-node 1 --rollout-num-gpus-per-engine 1 --hf-checkpoint $M \
     --prompt-data /root/loop_prompts.jsonl --label-key label --rollout-batch-size 16 --n-samples-per-prompt 8 \
     --rollout-max-response-len 256 --custom-rm-path slime.train.demo.task:reward_func --num-rollout 4 \
-    --lr 1e-6 --use-dynamic-batch-size --max-tokens-per-gpu 16384 --save /root/ckpt_$NAME \
+    --lr 1e-6 --use-dynamic-batch-size --max-tokens-per-gpu 16384 \
     --sglang-attention-backend triton --metrics-jsonl $OUT/$NAME.jsonl "$@" > $OUT/$NAME.log 2>&1
   echo "== $NAME rc=$? wall=$(( $(date +%s)-T0 ))s"
   E=$(ls -t /tmp/slime-engine-*.log 2>/dev/null | head -1); [ -n "$E" ] && grep -v "Decode batch" $E | tail -400 > $OUT/${NAME}_engine.log

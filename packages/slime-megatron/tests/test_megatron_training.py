@@ -54,6 +54,11 @@ def test_offload_frees_and_onload_restores(suite: dict) -> None:
     # the optimizer state (its own stash, restored behind the next forward/backward on a GPU) left and came back
     assert result["state_freed"] and result["state_back"]
     assert result["onload"]["perf/onload_behind_bytes"] == 0  # the CPU restores at once: nothing left in flight
+    assert result["kept_after_train"]  # a colocated push right after train() must not find the weights offloaded
+    assert result["counters"] > 0 and not result["stashed_counter"]  # step counters stay out of the stash
+    figures = result["figures"]  # where the offload's time went (HostStash.timings), as the colocated loop logs it
+    assert {"perf/offload_copy_time", "perf/offload_free_time", "perf/offload_wait_behind_time"} <= set(figures)
+    assert figures["perf/offload_behind_bytes"] == 0  # on the CPU nothing is copied early
 
 
 def test_load_without_checkpoint_falls_back_to_ref_load(tp1_suite: dict) -> None:

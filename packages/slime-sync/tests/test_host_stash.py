@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from slime.sync.host_stash import HostStash, distinct_storages
+from slime.sync.host_stash import HostStash, distinct_storages, offload_figures, onload_figures
 
 
 def test_stash_frees_restores_and_reuses_buffers() -> None:
@@ -49,6 +49,24 @@ def test_a_resized_storage_gets_a_new_buffer() -> None:
     assert stash.host_bytes == u.nbytes
     stash.restore()
     assert torch.equal(u, torch.ones(16))
+
+
+def test_figures_say_where_the_switch_time_went() -> None:
+    weights, moments = torch.randn(1000), torch.randn(3000)
+    main, late = HostStash(), HostStash()
+    late.stash(distinct_storages([moments]))
+    main.stash(distinct_storages([weights]))
+    figures = offload_figures(late, main)
+    assert figures["perf/offload_behind_bytes"] == 0  # nothing was copied early on the CPU
+    parts = [figures[f"perf/offload_{k}_time"] for k in ("wait_behind", "copy", "free")]
+    assert all(t >= 0 for t in parts) and sum(parts) > 0
+    main.restore()
+    late.restore_behind()
+    figures = onload_figures(main, late)
+    assert set(figures) == {"perf/onload_alloc_time", "perf/onload_copy_time", "perf/onload_queue_behind_time",
+                            "perf/onload_behind_bytes"}  # fmt: skip
+    assert figures["perf/onload_behind_bytes"] == 0 and figures["perf/onload_alloc_time"] > 0
+    assert main.restore_timings["copy"] >= 0 and late.restore_timings["alloc"] >= 0
 
 
 def test_restore_behind_on_the_cpu_is_restore_and_waits_before_the_step() -> None:

@@ -27,6 +27,9 @@ def test_demo_reward_rises_and_artifacts_exist(tmp_path, capsys):
         assert all(row[f"perf/{p}_time"] >= 0 for p in parts)
         assert row["perf/switch_time"] == pytest.approx(sum(row[f"perf/{p}_time"] for p in parts))
         assert 0 < row["perf/switch_fraction"] < 1
+        # the trainer's own figures ride along: bytes moved each way and where the offload's time went
+        assert row["perf/offload_bytes"] > 0 and row["perf/onload_bytes"] > 0
+        assert row["perf/offload_copy_time"] + row["perf/offload_free_time"] <= row["perf/offload_train_time"]
     assert (out / "reward_curve.png").read_bytes()[:4] == b"\x89PNG"
     assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
     assert (out / "checkpoints" / "latest_checkpointed_iteration.txt").read_text().strip() == "13"

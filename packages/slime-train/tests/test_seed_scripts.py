@@ -64,7 +64,7 @@ def test_run_qwen3_4b_composes_one_run_config():
     assert megatron.global_batch_size == 256 and megatron.seed == args.seed
     assert {"lr", "weight_decay", "tensor_model_parallel_size"} <= megatron.explicit
     actor = config.trainer.actor
-    assert actor.use_dynamic_batch_size and actor.max_tokens_per_gpu == 9216 and actor.offload_train
+    assert actor.use_dynamic_batch_size and actor.max_tokens_per_gpu == 9216
     assert config.loss is config.trainer.loss and config.loss.use_kl_loss and config.loss.kl_loss_type == "low_var_kl"
     assert config.loss.eps_clip_high == 0.28
     assert config.engines.num_engines == 4 and config.engines.engine.backend == "sglang"

@@ -245,8 +245,15 @@ def _offload_round_trip(policy, batch) -> dict[str, Any]:
     state_back = all(torch.equal(t, b) for t, b in zip(state, state_before, strict=True))
     after = policy.compute_log_probs(batch)
     metrics = dict(policy.train(4, batch))
+    # the orchestrator offloads after the weight push; train() itself leaves everything in place
+    kept = all(p.untyped_storage().nbytes() > 0 for p in policy.stack.modules[0].parameters())
+    # Adam's 0-dim step counters live on the CPU even on a GPU; one in the stash stopped the early copies there
+    inner = [o.optimizer for o in getattr(policy.stack.optimizer, "chained_optimizers", [policy.stack.optimizer])]
+    counters = [v for o in inner for st in o.state.values() for v in st.values() if torch.is_tensor(v) and v.dim() == 0]
+    stashed_counter = any(t.dim() == 0 for t in _optimizer_tensors(policy.stack.optimizer))
     return {"before": before, "after": after, "freed": freed, "figures": figures, "train_after": metrics,
-            "state_freed": state_freed, "state_back": state_back, "onload": onload}  # fmt: skip
+            "state_freed": state_freed, "state_back": state_back, "onload": onload,
+            "kept_after_train": kept, "counters": len(counters), "stashed_counter": stashed_counter}  # fmt: skip
 
 
 def fallback_and_critic(*, out_dir: Path, model_dir: str, ckpt_root: str) -> dict[str, Any]:

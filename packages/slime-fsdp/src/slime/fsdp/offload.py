@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from slime.fsdp.model import reshard
-from slime.sync.host_stash import HostStash, distinct_storages
+from slime.sync.host_stash import HostStash, distinct_storages, offload_figures, onload_figures
 
 
 def _local(tensor: torch.Tensor | None) -> torch.Tensor | None:
@@ -50,15 +50,16 @@ class Offloader:
             yield from (_local(v) for v in state.values() if isinstance(v, torch.Tensor) and v.dim() > 0)
 
     @torch.no_grad()
-    def offload(self) -> None:
-        """Move parameters, gradients and optimizer state to host memory (idempotent)."""
+    def offload(self) -> dict[str, float]:
+        """Move parameters, gradients and optimizer state to host memory (idempotent); returns the bytes moved and
+        where the time went (`perf/offload_*`: see `HostStash.timings`), empty when already offloaded."""
         if self.is_offloaded:
-            return
+            return {}
         reshard(self._model)
         params, state, grads = self._storages()
-        self._late.stash(state)
-        self._stash.stash(params, grads)
+        moved = self._late.stash(state) + self._stash.stash(params, grads)
         self.is_offloaded = True
+        return {"perf/offload_bytes": float(moved), **offload_figures(self._late, self._stash)}
 
     def _storages(self) -> tuple[list[torch.UntypedStorage], list[torch.UntypedStorage], list[torch.UntypedStorage]]:
         """(parameters, optimizer state, gradients), each storage once."""
@@ -79,14 +80,14 @@ class Offloader:
         return self._stash.host_bytes + self._late.host_bytes
 
     @torch.no_grad()
-    def onload(self) -> None:
+    def onload(self) -> dict[str, float]:
         """Bring back everything `offload` moved (gradients come back zeroed; idempotent); the optimizer state may
-        still be arriving (see the module docstring)."""
+        still be arriving (see the module docstring). Returns the bytes copied and those still in flight."""
         if not self.is_offloaded:
-            return
-        self._stash.restore()
-        self._late.restore_behind()
+            return {}
+        moved = self._stash.restore() + self._late.restore_behind()
         self.is_offloaded = False
+        return {"perf/onload_bytes": float(moved), **onload_figures(self._stash, self._late)}
 
     def settle(self) -> None:
         """Wait for optimizer state still being restored, forget early copies (before anything but the step reads or

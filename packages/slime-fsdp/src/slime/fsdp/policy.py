@@ -37,6 +37,7 @@ from slime.fsdp.train_step import StepContext, train_step
 from slime.fsdp.weight_backup import WeightBackup
 from slime.loss.config import KL_REWARD_ESTIMATORS
 from slime.loss.plugins import resolve_loss_plugins
+from slime.sync.host_stash import summed_figures
 from slime.types import ConfigError, ContractError, RolloutBatch
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -319,17 +320,17 @@ class FSDPPolicy:
         if self.critic is not None:
             self.critic.offloader.settle()
 
-    def offload(self) -> None:
-        """Move parameters, gradients and optimizer state (actor and critic) to host memory (colocate)."""
-        self._offloader.offload()
-        if self.critic is not None:
-            self.critic.offloader.offload()
+    def offload(self) -> dict[str, float]:
+        """Move parameters, gradients and optimizer state (actor and critic) to host memory (colocate); returns the
+        offloaders' figures summed (`perf/offload_*`)."""
+        return summed_figures(o.offload() for o in self._offloaders())
 
-    def onload(self) -> None:
-        """Inverse of `offload`."""
-        self._offloader.onload()
-        if self.critic is not None:
-            self.critic.offloader.onload()
+    def onload(self) -> dict[str, float]:
+        """Inverse of `offload`; returns `perf/onload_*` figures."""
+        return summed_figures(o.onload() for o in self._offloaders())
+
+    def _offloaders(self) -> list[Offloader]:
+        return [self._offloader] + ([self.critic.offloader] if self.critic is not None else [])
 
 
 def _summarise(per_step: Sequence[dict[str, float]], tokens: int, elapsed: float, dropped: int) -> dict[str, float]:

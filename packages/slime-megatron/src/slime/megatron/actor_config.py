@@ -47,8 +47,6 @@ class ActorConfig:
     """Zero the optimizer's moments at the start of every rollout's training."""
     update_weight_buffer_size: int = 512 * 1024**2
     """Bytes of HF-named tensors materialised per export bucket."""
-    offload_train: bool = False
-    """Offload the model and optimizer after each train call (colocate); `onload` brings them back."""
     opd_type: Literal["sglang", "megatron"] | None = None
     """On-policy distillation's teacher (used when the loss has `use_opd`): "megatron" holds the teacher
     `opd_teacher_load` in host memory and computes its log-probs here; "sglang" reads `TrainSample.teacher_log_probs`

@@ -41,6 +41,7 @@ from slime.megatron.rollout_data import (
 )
 from slime.megatron.train_step import StepInputs, actor_loss_fn, critic_loss_fn, optimizer_step
 from slime.megatron.weight_backup import WeightBackups
+from slime.sync.host_stash import summed_figures
 from slime.types import ConfigError, NamedTensor, RolloutBatch, TrainSample
 
 _KL_REWARD = frozenset({"reinforce_plus_plus", "reinforce_plus_plus_baseline", "ppo"})
@@ -293,9 +294,9 @@ class MegatronPolicy:
         if teacher is not None:
             metrics["rollout/opd_reverse_kl"] = opd_reverse_kl(samples, old, teacher)
         for offloader in self._offloaders:
-            offloader.start_offload()  # colocated: the optimizer state starts home during the weight push
-        if self.actor_config.offload_train:
-            metrics |= self.offload()
+            # colocated: the optimizer state starts home during the weight push; the orchestrator calls `offload`
+            # after that push (offloading here would make the push onload everything again)
+            offloader.start_offload()
         return metrics
 
     def _train_step(self, samples, ids, advantages, returns, old, ref, values) -> dict[str, float]:
@@ -363,19 +364,11 @@ class MegatronPolicy:
 
     def offload(self) -> dict[str, float]:
         """Free accelerator memory of the actor (and critic); returns figures (`perf/offload_*`)."""
-        metrics: dict[str, float] = {}
-        for offloader in self._offloaders:
-            for k, v in offloader.offload().items():
-                metrics[k] = metrics.get(k, 0.0) + v
-        return metrics
+        return summed_figures(o.offload() for o in self._offloaders)
 
     def onload(self) -> dict[str, float]:
         """Bring back what `offload` freed; returns figures (`perf/onload_*`)."""
-        metrics: dict[str, float] = {}
-        for offloader in self._offloaders:
-            for k, v in offloader.onload().items():
-                metrics[k] = metrics.get(k, 0.0) + v
-        return metrics
+        return summed_figures(o.onload() for o in self._offloaders)
 
 
 def _step_ids(num_samples: int, steps: int) -> list[list[int]]:

@@ -24,7 +24,8 @@ allocator beyond one `empty_cache()` after freeing, so that the engines can take
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 
@@ -57,6 +58,14 @@ class HostStash:
         self._pending_bytes = 0
         self._stream: torch.cuda.Stream | None = None
         self._behind: tuple[list[int], list[int], torch.cuda.Event] | None = None
+        self.timings: dict[str, float] = {}
+        self.restore_timings: dict[str, float] = {}
+        """The last `restore` / `restore_behind` (seconds): `alloc` giving the storages their device memory back,
+        `copy` queueing the copies and, for `restore`, waiting for them (`restore_behind` does not wait)."""
+        self._refill_started = 0.0
+        """Where the last `stash` spent its time (seconds): `wait_behind` for copies `stash_behind` started,
+        `copy` queueing and waiting for its own copies, `free` resizing and emptying the cache; and `behind_bytes`,
+        the bytes it took from `stash_behind` instead of copying. Colocated loops log these."""
 
     @property
     def stashed(self) -> bool:
@@ -87,7 +96,9 @@ class HostStash:
         if self._held:
             raise RuntimeError("HostStash.stash called twice without restore(); the first copies would be lost")
         self.wait()  # a restore still in flight finishes before its storages are read again
+        started = time.perf_counter()
         copied = self._take_behind(keep)
+        waited = time.perf_counter()
         del self._buffers[len(keep) :]
         for index, storage in enumerate(keep):
             host = self._buffer(index, storage)
@@ -96,31 +107,46 @@ class HostStash:
             self._held.append((storage, host, storage.nbytes()))
         self._held.extend((s, None, s.nbytes()) for s in zero_only)
         _synchronize(self._held)  # every copy has landed before its source is freed
+        landed = time.perf_counter()
         for storage, _, _ in self._held:
             storage.resize_(0)
         if any(s.device.type == "cuda" for s, _, _ in self._held):
             torch.cuda.empty_cache()
-        return sum(n for _, h, n in self._held if h is not None)
+        moved = sum(n for _, h, n in self._held if h is not None)
+        self.timings = {
+            "wait_behind": waited - started,
+            "copy": landed - waited,
+            "free": time.perf_counter() - landed,
+            "behind_bytes": float(moved if copied else 0),
+        }
+        return moved
 
     def restore(self) -> int:
         """Give every stashed storage its bytes back (zero-only ones zero-filled); returns the bytes copied."""
         moved = self._refill()
         _synchronize(self._held)  # the host buffers are rewritten at the next stash
+        self.restore_timings["copy"] = time.perf_counter() - self._refill_started - self.restore_timings["alloc"]
         self._held.clear()
         return moved
 
     def _refill(self) -> int:
-        """Resize every held storage back and queue its bytes (zeros for zero-only ones); returns bytes copied."""
-        moved = 0
-        for storage, host, nbytes in self._held:
+        """Resize every held storage back and queue its bytes (zeros for zero-only ones); returns bytes copied.
+
+        Allocation is timed apart from the copies (`restore_timings`): after the offload's `empty_cache()` every
+        storage is a fresh device allocation."""
+        self._refill_started = time.perf_counter()
+        for storage, _, nbytes in self._held:
             storage.resize_(nbytes)
+        allocated = time.perf_counter()
+        moved = 0
+        for storage, host, _ in self._held:
             if host is None:
                 torch.tensor([], dtype=torch.uint8, device=storage.device).set_(storage).zero_()
             else:
                 storage.copy_(host, non_blocking=True)
-                moved += nbytes
+                moved += storage.nbytes()
+        self.restore_timings = {"alloc": allocated - self._refill_started, "copy": time.perf_counter() - allocated}
         return moved
-
 
     def restore_behind(self) -> int:
         """`restore()` with the copies on a side stream (CUDA): returns at once; `wait()` before using the storages.
@@ -199,6 +225,33 @@ class HostStash:
             self.discard_behind()
 
         optimizer.register_step_pre_hook(before_step)
+
+
+def offload_figures(*stashes: HostStash) -> dict[str, float]:
+    """The `timings` of `stashes`' last `stash` summed, as a trainer's `perf/offload_*` metrics (seconds, bytes)."""
+    keys = ("wait_behind", "copy", "free")
+    out = {f"perf/offload_{k}_time": sum(s.timings.get(k, 0.0) for s in stashes) for k in keys}
+    out["perf/offload_behind_bytes"] = sum(s.timings.get("behind_bytes", 0.0) for s in stashes)
+    return out
+
+
+def onload_figures(restored: HostStash, behind: HostStash) -> dict[str, float]:
+    """A trainer's `perf/onload_*` breakdown: `restored` came back at once, `behind` on the side stream."""
+    return {
+        "perf/onload_alloc_time": restored.restore_timings.get("alloc", 0.0) + behind.restore_timings.get("alloc", 0.0),
+        "perf/onload_copy_time": restored.restore_timings.get("copy", 0.0),
+        "perf/onload_queue_behind_time": behind.restore_timings.get("copy", 0.0),
+        "perf/onload_behind_bytes": float(behind.in_flight_bytes),
+    }
+
+
+def summed_figures(figures: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """Several offloaders' figures (actor, critic, ...) as one, key by key."""
+    out: dict[str, float] = {}
+    for one in figures:
+        for key, value in one.items():
+            out[key] = out.get(key, 0.0) + value
+    return out
 
 
 def _synchronize(held: Sequence[tuple[torch.UntypedStorage, torch.UntypedStorage | None, int]]) -> None:

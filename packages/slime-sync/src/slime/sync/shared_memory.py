@@ -92,7 +92,9 @@ class SharedMemorySender:
                 buffers.append(buffer)
                 buckets.append({"manifest": manifest.to_dict(), "handle": share_buffer(buffer)})
             for device in {b.device for b in buffers if b.device.type == "cuda"}:
-                torch.cuda.synchronize(device)  # the copies must land before another process reads
+                # the copies must land before another process reads; the stream that made them, not the device:
+                # a trainer's own side-stream copies (slime.sync.host_stash, the optimizer state going home) overlap
+                torch.cuda.current_stream(device).synchronize()
             payload = {
                 **PayloadHeader(TRANSPORT, version, index, len(parts)).to_dict(),
                 "buckets": buckets,

@@ -111,12 +111,21 @@ def _timed(timings: dict[str, float], key: str, call: Any, *args: Any) -> None:
     timings[key] = time.perf_counter() - started
 
 
-def _switch_to_training(job: Job, timings: dict[str, float]) -> None:
+def _trainer_switch(job: Job, method: str, timings: dict[str, float], details: dict[str, float]) -> None:
+    """Offload or onload the trainer, timed as `perf/<method>_train_time`; rank 0's own figures (bytes, where the
+    time went) go to `details`, which the step logs but does not count as switching time (they are inside it)."""
+    started = time.perf_counter()
+    figures = job.trainer.call(method)
+    timings[f"perf/{method}_train_time"] = time.perf_counter() - started
+    details.update({k: v for k, v in (figures[0] or {}).items() if k != f"perf/{method}_time"})
+
+
+def _switch_to_training(job: Job, timings: dict[str, float], details: dict[str, float]) -> None:
     """Colocate: engines release their memory, the trainer takes the accelerator back (each timed)."""
     if job.loop.offload_rollout:
         _timed(timings, "perf/release_rollout_time", _call, job.rollout, "release_memory")
     if job.loop.offload_train:
-        _timed(timings, "perf/onload_train_time", job.trainer.call, "onload")
+        _trainer_switch(job, "onload", timings, details)
 
 
 WEIGHT_TAGS = ("weights",)
@@ -127,14 +136,16 @@ trainer still holds its state and its step's cached activations ran the GPU out 
 Qwen3-0.6B shape, 16k-token micro-batches, --sglang-mem-fraction-static 0.4, at the third resume)."""
 
 
-def _switch_to_rollout_after_sync(job: Job, version: int, timings: dict[str, float]) -> float:
+def _switch_to_rollout_after_sync(
+    job: Job, version: int, timings: dict[str, float], details: dict[str, float]
+) -> float:
     """Colocate: engines take their weights' memory back, weights are pushed, the trainer offloads, engines take
     their KV cache back; returns the sync time."""
     if job.loop.offload_rollout:
         _timed(timings, "perf/resume_rollout_time", _call, job.rollout, "resume_memory", WEIGHT_TAGS)
     sync_time = _sync_weights(job, version)
     if job.loop.offload_train:
-        _timed(timings, "perf/offload_train_time", job.trainer.call, "offload")
+        _trainer_switch(job, "offload", timings, details)
     if job.loop.offload_rollout:
         _timed(timings, "perf/resume_rollout_kv_time", _call, job.rollout, "resume_memory", KV_TAGS)
     return sync_time
@@ -148,10 +159,12 @@ def _switch_metrics(switches: dict[str, float], step_time: float) -> dict[str, f
     return {**switches, "perf/switch_time": total, "perf/switch_fraction": total / step_time if step_time else 0.0}
 
 
-def _train_one(job: Job, rollout_id: int, batch: Any, switches: dict[str, float]) -> dict[str, float]:
+def _train_one(
+    job: Job, rollout_id: int, batch: Any, switches: dict[str, float], details: dict[str, float]
+) -> dict[str, float]:
     loop = job.loop
     timings: dict[str, float] = {}
-    _switch_to_training(job, switches)
+    _switch_to_training(job, switches, details)
     started = time.perf_counter()
     job.progress.phase(rollout_id, "training")
     results = job.trainer.call("train", rollout_id, batch)
@@ -175,12 +188,13 @@ def run_sync(job: Job) -> FanOut:
         batch, rollout_metrics = _generate(job, rollout_id)
         rollout_time = time.perf_counter() - step_started
         switches: dict[str, float] = {}
-        train_metrics = _train_one(job, rollout_id, batch, switches)
-        sync_time = _switch_to_rollout_after_sync(job, rollout_id + 1, switches)
+        details: dict[str, float] = {}  # the trainer's own offload/onload figures, inside the switches' times
+        train_metrics = _train_one(job, rollout_id, batch, switches, details)
+        sync_time = _switch_to_rollout_after_sync(job, rollout_id + 1, switches, details)
         _maybe_eval(job, rollout_id)
         step_time = time.perf_counter() - step_started
         job.metrics.log(
-            {**rollout_metrics, **train_metrics, **_switch_metrics(switches, step_time),
+            {**rollout_metrics, **train_metrics, **details, **_switch_metrics(switches, step_time),
              "perf/rollout_time": rollout_time, "perf/update_weights_time": sync_time, "perf/step_time": step_time},
             rollout_id,
         )  # fmt: skip
@@ -205,7 +219,8 @@ def run_async(job: Job) -> FanOut:
         if rollout_id + 1 < job.num_rollout:
             pending = job.rollout.submit("generate", rollout_id + 1)
         switches: dict[str, float] = {}
-        train_metrics = {**_train_one(job, rollout_id, batch, switches), **switches}
+        details: dict[str, float] = {}
+        train_metrics = {**_train_one(job, rollout_id, batch, switches, details), **switches, **details}
         sync_time = 0.0
         if (rollout_id + 1) % interval == 0:
             if rollout_id + 1 < job.num_rollout:

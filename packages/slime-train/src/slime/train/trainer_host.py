@@ -152,13 +152,13 @@ class TrainerHost:
             return int(self.policy.load(load, step=rollout_id))
         return int(self.policy.load_checkpoint(os.path.join(load, f"iter_{rollout_id:07d}")))
 
-    def offload(self) -> None:
-        """Free accelerator memory for the engines (colocate)."""
-        self.policy.offload()
+    def offload(self) -> dict[str, float]:
+        """Free accelerator memory for the engines (colocate); returns the policy's `perf/offload_*` figures."""
+        return dict(self.policy.offload() or {})
 
-    def onload(self) -> None:
-        """Take the accelerator back."""
-        self.policy.onload()
+    def onload(self) -> dict[str, float]:
+        """Take the accelerator back; returns the policy's `perf/onload_*` figures."""
+        return dict(self.policy.onload() or {})
 
     def shutdown(self) -> None:
         """Release the sender and its engine client (the next publish makes new ones)."""

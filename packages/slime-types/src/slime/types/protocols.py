@@ -110,12 +110,13 @@ class PolicyTrainer(Protocol):
         """Write an atomic checkpoint for `rollout_id` and return its directory."""
         ...
 
-    def offload(self) -> None:
-        """Move parameters, gradients and optimizer state off the accelerator (colocate)."""
+    def offload(self) -> Mapping[str, float]:
+        """Move parameters, gradients and optimizer state off the accelerator (colocate); return figures
+        (`perf/offload_*`: bytes, where the time went), empty when there was nothing to do."""
         ...
 
-    def onload(self) -> None:
-        """Inverse of `offload`."""
+    def onload(self) -> Mapping[str, float]:
+        """Inverse of `offload`; return `perf/onload_*` figures."""
         ...
 
 
