@@ -122,6 +122,8 @@ def test_stash_behind_is_finished_by_stash_and_dropped_by_a_step_on_cuda() -> No
     assert stash.stash(distinct_storages([param])) == param.nbytes and param.untyped_storage().nbytes() == 0
     stash.restore()
     assert torch.equal(param, before)
+    with pytest.raises(ValueError, match="0-dim optimizer step counters"):
+        stash.stash_behind(distinct_storages([param, torch.zeros(())]))  # a CPU step counter among CUDA state
     stash.stash_behind(distinct_storages([param]))
     param.grad = torch.ones_like(param)
     optimizer.step()  # changes the state: its pre-hook drops the early copy, so the stash copies again

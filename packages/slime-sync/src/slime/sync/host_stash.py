@@ -182,9 +182,21 @@ class HostStash:
         """Start `stash(keep)`'s copies on the side stream (CUDA), to overlap whatever runs before the `stash(keep)`
         that finishes it (frees the storages). The storages must not change in between: an optimizer step (see
         `wait_before_step`) or `discard_behind()` drops the early copies, and `stash` then copies again.
-        A no-op on the CPU."""
+        A no-op on the CPU.
+
+        Raises:
+            ValueError: `keep` mixes CUDA and host storages (say, an optimizer's 0-dim step counters, which torch keeps
+                on the CPU): nothing could be copied early, and silently copying nothing cost a colocated step 0.1 s.
+        """
         self.discard_behind()
-        if self._held or not keep or any(s.device.type != "cuda" for s in keep):
+        on_cuda = [s.device.type == "cuda" for s in keep]
+        if any(on_cuda) and not all(on_cuda):
+            devices = sorted({str(s.device) for s in keep})
+            raise ValueError(
+                f"HostStash.stash_behind got storages on {devices}; pass only the accelerator's (leave host tensors, "
+                "such as 0-dim optimizer step counters, out of the stash)"
+            )
+        if self._held or not keep or not all(on_cuda):
             return
         side = self._side_stream()  # after the step that wrote them
         del self._buffers[len(keep) :]
