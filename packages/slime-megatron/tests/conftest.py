@@ -48,6 +48,8 @@ def megatron_worlds(shared_tmp: Path, tiny_qwen3_dir: Path, request: pytest.Fixt
         "suite_tp1": ("suite", 1, {"model_dir": str(tiny_qwen3_dir), "tp": 1, "repo_root": repo_root}),
         # TP2 with sequence parallelism, then TP1 x DP2 and PP2 in the same two processes.
         "suite_tp2": ("suite", 2, {"model_dir": str(tiny_qwen3_dir), "tp": 2, "sequence_parallel": True}),
+        # Megatron's torch.compile'd fusions (on for GPUs) forced on here: inductor's CPU backend, ~1 min.
+        "fused": ("fused_elementwise", 1, {"model_dir": str(tiny_qwen3_dir)}),
     }
     with FileLock(str(shared_tmp / "megatron_worlds.lock")):
         if not (shared_tmp / "megatron_worlds.started").exists():
@@ -73,6 +75,12 @@ def tp1_suite(megatron_worlds: Callable[[str], dict]) -> dict:
 def tp2_suite(megatron_worlds: Callable[[str], dict]) -> dict:
     """The TP=2 (+ sequence parallel, then DP=2) world's results."""
     return megatron_worlds("suite_tp2")
+
+
+@pytest.fixture(scope="session")
+def fused_world(megatron_worlds: Callable[[str], dict]) -> dict:
+    """The eager-vs-fused world's results (see `support/fused.py`)."""
+    return megatron_worlds("fused")
 
 
 @pytest.fixture(params=["tp1", "tp2"])

@@ -62,3 +62,24 @@ def test_parser_is_composable_and_refuses_abbreviations() -> None:
 def test_bad_choice_is_an_error() -> None:
     with pytest.raises(SystemExit):
         parse_megatron_args(["--recompute-granularity", "everything"])
+
+
+def test_fusion_switches_reach_the_transformer_config_on_accelerators_only() -> None:
+    from slime.megatron.training_configs import transformer_overrides
+
+    ns, _ = parse_megatron_args(["--swiglu"])
+    assert ns.bias_swiglu_fusion and ns.bias_dropout_fusion and ns.gradient_accumulation_fusion  # Megatron's defaults
+    gpu = transformer_overrides(ns, on_cpu=False)
+    assert gpu["bias_activation_fusion"] and gpu["bias_dropout_fusion"]  # torch.compile'd SwiGLU, bias-dropout-add
+    assert not (gpu["masked_softmax_fusion"] or gpu["apply_rope_fusion"] or gpu["gradient_accumulation_fusion"])
+    cpu = transformer_overrides(ns, on_cpu=True)
+    assert not (cpu["bias_activation_fusion"] or cpu["bias_dropout_fusion"])  # the CPU stays eager
+    off, _ = parse_megatron_args(["--swiglu", "--no-bias-swiglu-fusion", "--no-bias-dropout-fusion"])
+    assert off.explicit == {"swiglu", "bias_swiglu_fusion", "bias_dropout_fusion"}
+    unfused = transformer_overrides(off, on_cpu=False)
+    assert not (unfused["bias_activation_fusion"] or unfused["bias_dropout_fusion"])
+    gelu, _ = parse_megatron_args([])  # not SwiGLU: Megatron's GELU fusion is not wired, the activation stays unfused
+    assert not transformer_overrides(gelu, on_cpu=False)["bias_activation_fusion"]
+    for flag in ("--no-masked-softmax-fusion", "--no-gradient-accumulation-fusion", "--no-rope-fusion",
+                 "--no-bias-gelu-fusion"):  # fmt: skip
+        assert parse_megatron_args([flag])[1] == []  # accepted (slime scripts may carry them), always satisfied

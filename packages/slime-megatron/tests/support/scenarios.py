@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from batches import random_batch
+from fused import fused_elementwise  # noqa: F401  (a scenario the worker looks up here)
 
 from slime.megatron import ActorConfig, parse_megatron_args
 from slime.types import PolicyTrainer

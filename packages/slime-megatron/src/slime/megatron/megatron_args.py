@@ -87,6 +87,14 @@ _TRAINING = [
     ("--bf16", "store_true", False, {}),
     ("--fp16", "store_true", False, {}),
     ("--deterministic-mode", "store_true", False, {}),
+    # Megatron's fusion switches (on by default there). slime.megatron honours the first two on GPUs (torch.compile'd
+    # elementwise kernels); the others need apex's or TransformerEngine's kernels and stay off without them.
+    ("--no-bias-swiglu-fusion", "store_false", True, {"dest": "bias_swiglu_fusion"}),
+    ("--no-bias-dropout-fusion", "store_false", True, {"dest": "bias_dropout_fusion"}),
+    ("--no-bias-gelu-fusion", "store_false", True, {"dest": "bias_gelu_fusion"}),
+    ("--no-masked-softmax-fusion", "store_false", True, {"dest": "masked_softmax_fusion"}),
+    ("--no-gradient-accumulation-fusion", "store_false", True, {"dest": "gradient_accumulation_fusion"}),
+    ("--no-rope-fusion", "store_false", True, {"dest": "apply_rope_fusion"}),
 ]
 _OPTIMIZER = [
     ("--optimizer", str, "adam", {"choices": ["adam", "sgd"]}),

@@ -1,0 +1,41 @@
+"""Scenario: Megatron's compiled SwiGLU and bias-dropout-add fusions train exactly like the eager layers.
+
+On accelerators `transformer_overrides` turns them on (Megatron's defaults); the CPU keeps them off, so this world
+forces them on (through the module attribute `slime.megatron.model` calls) to run Megatron's `torch.compile`'d
+kernels through inductor's CPU backend, on the packed micro-batches, the packed RoPE and the varlen attention.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def fused_elementwise(*, out_dir: Path, model_dir: str) -> dict[str, Any]:
+    """One optimizer step eager, then one from the same weights with the fusions on: metrics and weights."""
+    from batches import random_batch
+    from scenarios import _check, _export, _policy
+
+    from slime.loss import LossConfig
+    from slime.megatron import _megatron_globals, training_configs
+
+    original = training_configs.transformer_overrides
+    batch = random_batch(8, seed=3)
+    result: dict[str, Any] = {}
+    for fused in (False, True):
+
+        def overrides(ns, *, on_cpu: bool, _fused: bool = fused) -> dict[str, Any]:
+            return {**original(ns, on_cpu=on_cpu), "bias_activation_fusion": _fused, "bias_dropout_fusion": _fused}
+
+        training_configs.transformer_overrides = overrides
+        try:
+            policy = _policy(model_dir, ["--lr", "1e-3", "--micro-batch-size", "3"], LossConfig(entropy_coef=0.01))
+        finally:
+            training_configs.transformer_overrides = original
+        config = policy.stack.modules[0].config
+        key = "fused" if fused else "eager"
+        _check(result, f"{key}_config", lambda c=config: (c.bias_activation_fusion, c.bias_dropout_fusion))
+        _check(result, f"{key}_step", lambda p=policy: dict(p.train(0, batch)))
+        _check(result, f"{key}_weights", lambda p=policy: _export(p))
+        _megatron_globals.reset_model_parallel()
+    return result
