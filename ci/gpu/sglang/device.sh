@@ -111,7 +111,9 @@ loop|disagg)
     --rollout-max-response-len 256 --custom-rm-path slime.train.demo.task:reward_func --num-rollout 4 \
     --lr 1e-6 --use-dynamic-batch-size --max-tokens-per-gpu 16384 \
     --sglang-attention-backend triton --metrics-jsonl $OUT/$NAME.jsonl "$@" > $OUT/$NAME.log 2>&1
-  echo "== $NAME rc=$? wall=$(( $(date +%s)-T0 ))s"
+  RC=$?
+  echo "== $NAME rc=$RC wall=$(( $(date +%s)-T0 ))s"
+  [ $RC = 124 ] && echo "== timed out after ${TO}s: a fresh machine's first loop spends ~230 s before step 0 (cold start + engine JIT); give it >= 400 s"
   E=$(ls -t /tmp/slime-engine-*.log 2>/dev/null | head -1); [ -n "$E" ] && grep -v "Decode batch" $E | tail -400 > $OUT/${NAME}_engine.log
   grep -aE "Traceback|Error|\[step" $OUT/$NAME.log | cut -c1-400 | tail -12 ;;
 fp8)
