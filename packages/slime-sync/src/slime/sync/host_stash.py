@@ -59,13 +59,13 @@ class HostStash:
         self._stream: torch.cuda.Stream | None = None
         self._behind: tuple[list[int], list[int], torch.cuda.Event] | None = None
         self.timings: dict[str, float] = {}
+        """Where the last `stash` spent its time (seconds): `wait_behind` for copies `stash_behind` started,
+        `copy` queueing and waiting for its own copies, `free` resizing and emptying the cache; and `behind_bytes`,
+        the bytes it took from `stash_behind` instead of copying. Colocated loops log these."""
         self.restore_timings: dict[str, float] = {}
         """The last `restore` / `restore_behind` (seconds): `alloc` giving the storages their device memory back,
         `copy` queueing the copies and, for `restore`, waiting for them (`restore_behind` does not wait)."""
         self._refill_started = 0.0
-        """Where the last `stash` spent its time (seconds): `wait_behind` for copies `stash_behind` started,
-        `copy` queueing and waiting for its own copies, `free` resizing and emptying the cache; and `behind_bytes`,
-        the bytes it took from `stash_behind` instead of copying. Colocated loops log these."""
 
     @property
     def stashed(self) -> bool:
