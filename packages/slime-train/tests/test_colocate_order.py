@@ -46,11 +46,13 @@ class _Trainer:
         self.log.append("train")
         return {"train/loss": 0.0}
 
-    def offload(self) -> None:
+    def offload(self) -> dict[str, float]:
         self.log.append("trainer offload")
+        return {}
 
-    def onload(self) -> None:
+    def onload(self) -> dict[str, float]:
         self.log.append("trainer onload")
+        return {}
 
 
 def test_colocated_steps_switch_memory_in_slimes_order() -> None:

@@ -92,5 +92,4 @@ class Offloader:
     def settle(self) -> None:
         """Wait for optimizer state still being restored, forget early copies (before anything but the step reads or
         writes that state: checkpoints, a reset)."""
-        self._late.wait()
-        self._late.discard_behind()
+        self._late.settle()

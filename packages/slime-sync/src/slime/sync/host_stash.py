@@ -65,7 +65,6 @@ class HostStash:
         self.restore_timings: dict[str, float] = {}
         """The last `restore` / `restore_behind` (seconds): `alloc` giving the storages their device memory back,
         `copy` queueing the copies and, for `restore`, waiting for them (`restore_behind` does not wait)."""
-        self._refill_started = 0.0
 
     @property
     def stashed(self) -> bool:
@@ -124,8 +123,9 @@ class HostStash:
     def restore(self) -> int:
         """Give every stashed storage its bytes back (zero-only ones zero-filled); returns the bytes copied."""
         moved = self._refill()
+        queued = time.perf_counter()
         _synchronize(self._held)  # the host buffers are rewritten at the next stash
-        self.restore_timings["copy"] = time.perf_counter() - self._refill_started - self.restore_timings["alloc"]
+        self.restore_timings["copy"] += time.perf_counter() - queued
         self._held.clear()
         return moved
 
@@ -134,7 +134,7 @@ class HostStash:
 
         Allocation is timed apart from the copies (`restore_timings`): after the offload's `empty_cache()` every
         storage is a fresh device allocation."""
-        self._refill_started = time.perf_counter()
+        started = time.perf_counter()
         for storage, _, nbytes in self._held:
             storage.resize_(nbytes)
         allocated = time.perf_counter()
@@ -145,7 +145,7 @@ class HostStash:
             else:
                 storage.copy_(host, non_blocking=True)
                 moved += storage.nbytes()
-        self.restore_timings = {"alloc": allocated - self._refill_started, "copy": time.perf_counter() - allocated}
+        self.restore_timings = {"alloc": allocated - started, "copy": time.perf_counter() - allocated}
         return moved
 
     def restore_behind(self) -> int:
@@ -220,6 +220,12 @@ class HostStash:
             self._behind[2].synchronize()  # the host buffers may be rewritten only after those copies finished
             self._behind = None
 
+    def settle(self) -> None:
+        """Wait for a `restore_behind` and forget `stash_behind` copies: before anything but the optimizer step reads
+        or writes the storages (a step, a checkpoint, a reset)."""
+        self.wait()
+        self.discard_behind()
+
     def _take_behind(self, keep: Sequence[torch.UntypedStorage]) -> bool:
         """Whether `stash_behind` already copied exactly `keep` (then wait for those copies); else forget them."""
         behind, self._behind = self._behind, None
@@ -232,11 +238,7 @@ class HostStash:
         """Register a step pre-hook on a torch optimizer: wait for state restored behind, and forget copies started
         behind (the step is about to change the state)."""
 
-        def before_step(*_: object) -> None:
-            self.wait()
-            self.discard_behind()
-
-        optimizer.register_step_pre_hook(before_step)
+        optimizer.register_step_pre_hook(lambda *_: self.settle())
 
 
 def offload_figures(*stashes: HostStash) -> dict[str, float]:

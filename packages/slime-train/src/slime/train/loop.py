@@ -117,7 +117,7 @@ def _trainer_switch(job: Job, method: str, timings: dict[str, float], details: d
     started = time.perf_counter()
     figures = job.trainer.call(method)
     timings[f"perf/{method}_train_time"] = time.perf_counter() - started
-    details.update({k: v for k, v in (figures[0] or {}).items() if k != f"perf/{method}_time"})
+    details.update({k: v for k, v in figures[0].items() if k != f"perf/{method}_time"})
 
 
 def _switch_to_training(job: Job, timings: dict[str, float], details: dict[str, float]) -> None:

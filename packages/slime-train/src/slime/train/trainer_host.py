@@ -154,11 +154,11 @@ class TrainerHost:
 
     def offload(self) -> dict[str, float]:
         """Free accelerator memory for the engines (colocate); returns the policy's `perf/offload_*` figures."""
-        return dict(self.policy.offload() or {})
+        return dict(self.policy.offload())
 
     def onload(self) -> dict[str, float]:
         """Take the accelerator back; returns the policy's `perf/onload_*` figures."""
-        return dict(self.policy.onload() or {})
+        return dict(self.policy.onload())
 
     def shutdown(self) -> None:
         """Release the sender and its engine client (the next publish makes new ones)."""
