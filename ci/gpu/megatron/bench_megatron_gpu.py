@@ -91,8 +91,10 @@ def build_policy(args: argparse.Namespace, hf_dir: str):
     argv = ["--tensor-model-parallel-size", str(args.tp), "--lr", "1e-6", "--micro-batch-size", "1"]
     if args.tp > 1 and args.sequence_parallel:
         argv.append("--sequence-parallel")
-    if args.no_fusions:  # Megatron's compiled SwiGLU / bias-dropout-add are on by default on GPUs: the A/B
-        argv += ["--no-bias-swiglu-fusion", "--no-bias-dropout-fusion"]
+    if args.fusions:  # Megatron's compiled SwiGLU / bias-dropout-add, which only TE's layers get by default: the A/B
+        from slime.megatron import training_configs
+
+        training_configs.transformer_engine_available = lambda: True
     ns, rest = parse_megatron_args(argv)
     assert not rest, rest
     ns.bf16 = not args.fp32
@@ -252,7 +254,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--peak-tflops", type=float, default=None)
-    p.add_argument("--no-fusions", action="store_true", help="Megatron's SwiGLU and bias-dropout-add fusions off")
+    p.add_argument("--fusions", action="store_true", help="Megatron's SwiGLU and bias-dropout-add fusions on")
     p.add_argument("--profile", default=None, help="train: profile one more step, write the op table here")
     p.add_argument("--checkpoint", default=None, help="reuse this HF folder instead of writing a random one")
     p.add_argument("--save", default=None, help="logits: write the gathered logits here; checkpoint: the folder")

@@ -5,7 +5,8 @@
 #   tp      two GPUs: TP2 (+ sequence parallel) logits vs TP1, and a TP2 train step             -> $OUT/tp*.json
 #   all     both (needs two GPUs for the tp part; it is skipped on one)
 #   sweep   one GPU: the train figures at 4k, 8k and 16k tokens per micro-batch    -> $OUT/train_T.json
-#   fusions one GPU: Megatron's compiled SwiGLU / bias-dropout-add (on by default) vs eager -> $OUT/train_{fused,eager}.json
+#   fusions one GPU: Megatron's compiled SwiGLU / bias-dropout-add vs eager (the default without TE)
+#           -> $OUT/train_{fused,eager}.json
 # `train` also profiles one more step (torch.profiler): the op table in $OUT/train_profile.txt, the top 25 in
 # train.json's `profile_top`.
 set -uo pipefail
@@ -24,9 +25,9 @@ GPUS=$(python3 -c "import torch; print(torch.cuda.device_count())")
 case "${1:-all}" in
   train|all) python3 $B train --model $MODEL --checkpoint $C --profile "$O/train_profile.txt" 2> "$O/train.log" \
       | tee "$O/train.json" ;;
-  fusions)  # Megatron's compiled SwiGLU + bias-dropout-add (default on GPUs) against eager, 4k micro-batches
-    python3 $B train --model $MODEL --checkpoint $C 2>> "$O/train.log" | tee "$O/train_fused.json"
-    python3 $B train --model $MODEL --checkpoint $C --no-fusions 2>> "$O/train.log" | tee "$O/train_eager.json" ;;
+  fusions)  # Megatron's compiled SwiGLU + bias-dropout-add against eager (the default without TE), 4k micro-batches
+    python3 $B train --model $MODEL --checkpoint $C --fusions 2>> "$O/train.log" | tee "$O/train_fused.json"
+    python3 $B train --model $MODEL --checkpoint $C 2>> "$O/train.log" | tee "$O/train_eager.json" ;;
   sweep)  # micro-batch token budgets: where the step's throughput saturates (issue #9)
     for T in 4096 8192 16384; do
       python3 $B train --model $MODEL --checkpoint $C --max-tokens $T 2>> "$O/train.log" | tee "$O/train_$T.json"

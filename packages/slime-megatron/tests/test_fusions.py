@@ -1,4 +1,4 @@
-"""Megatron's compiled SwiGLU / bias-dropout-add fusions (on for GPUs) give the eager step's update."""
+"""Megatron's compiled SwiGLU / bias-dropout-add fusions (on for GPUs next to TE) give the eager step's update."""
 
 from __future__ import annotations
 

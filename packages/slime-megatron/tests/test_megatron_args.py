@@ -64,11 +64,16 @@ def test_bad_choice_is_an_error() -> None:
         parse_megatron_args(["--recompute-granularity", "everything"])
 
 
-def test_fusion_switches_reach_the_transformer_config_on_accelerators_only() -> None:
+def test_fusion_switches_reach_the_transformer_config_on_accelerators_with_te_only(monkeypatch) -> None:
+    from slime.megatron import training_configs
     from slime.megatron.training_configs import transformer_overrides
 
     ns, _ = parse_megatron_args(["--swiglu"])
     assert ns.bias_swiglu_fusion and ns.bias_dropout_fusion and ns.gradient_accumulation_fusion  # Megatron's defaults
+    monkeypatch.setattr(training_configs, "transformer_engine_available", lambda: False)
+    local = transformer_overrides(ns, on_cpu=False)  # the local spec: measured faster eager (host-bound)
+    assert not (local["bias_activation_fusion"] or local["bias_dropout_fusion"])
+    monkeypatch.setattr(training_configs, "transformer_engine_available", lambda: True)
     gpu = transformer_overrides(ns, on_cpu=False)
     assert gpu["bias_activation_fusion"] and gpu["bias_dropout_fusion"]  # torch.compile'd SwiGLU, bias-dropout-add
     assert not (gpu["masked_softmax_fusion"] or gpu["apply_rope_fusion"] or gpu["gradient_accumulation_fusion"])

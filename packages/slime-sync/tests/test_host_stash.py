@@ -139,3 +139,38 @@ def test_stash_behind_is_a_no_op_on_the_cpu() -> None:
     assert stash._behind is None
     stash.stash(distinct_storages([t]))
     stash.restore()
+
+
+def _segments_holding(tensors: list[torch.Tensor]) -> set[int]:
+    """The caching allocator's segments (by base address) that hold `tensors`' storages."""
+    ptrs = {t.untyped_storage().data_ptr() for t in tensors}
+    return {
+        seg["address"]
+        for seg in torch.cuda.memory_snapshot()
+        for block in seg["blocks"]
+        if block["state"] == "active_allocated" and block["address"] in ptrs
+    }
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (the reservation is CUDA's)")
+@pytest.mark.parametrize("behind", [False, True])
+def test_restore_carves_one_segment_and_the_offload_returns_it_whole_on_cuda(behind: bool) -> None:
+    # odd sizes (not multiples of 512 or 2 MiB), small ones (the small pool's), and a grad buffer
+    state = [torch.randn((3 << 20) + 7 * i + 1, device="cuda") for i in range(6)]
+    small = [torch.randn(1000, device="cuda") for _ in range(3)]
+    grad = torch.randn(5 << 20, device="cuda")
+    before = [t.clone() for t in state + small]
+    torch.cuda.synchronize()
+    stash = HostStash()
+    stash.stash(distinct_storages(state + small), distinct_storages([grad]))
+    reserved_offloaded = torch.cuda.memory_reserved()
+    stash.restore_behind() if behind else stash.restore()
+    stash.wait()
+    assert len(_segments_holding([*state, grad])) == 1  # one cudaMalloc for every large storage
+    assert all(torch.equal(t, b) for t, b in zip(state + small, before, strict=True)) and not grad.count_nonzero()
+    keep_alive = torch.randn(3 << 19, device="cuda")  # 1.5 MiB, allocated while the state is on the device
+    torch.cuda.synchronize()
+    stash.stash(distinct_storages(state + small), distinct_storages([grad]))
+    # the reserved segment came back whole: the 1.5 MiB tensor took no piece of it
+    assert torch.cuda.memory_reserved() <= reserved_offloaded + (20 << 20)
+    assert keep_alive.isfinite().all()

@@ -1,7 +1,7 @@
 """Scenario: Megatron's compiled SwiGLU and bias-dropout-add fusions train exactly like the eager layers.
 
-On accelerators `transformer_overrides` turns them on (Megatron's defaults); the CPU keeps them off, so this world
-forces them on (through the module attribute `slime.megatron.model` calls) to run Megatron's `torch.compile`'d
+On accelerators next to TransformerEngine `transformer_overrides` turns them on (Megatron's defaults); the CPU and
+the local spec keep them off, so this world forces them on (through the module attribute `slime.megatron.model` calls) to run Megatron's `torch.compile`'d
 kernels through inductor's CPU backend, on the packed micro-batches, the packed RoPE and the varlen attention.
 """
 

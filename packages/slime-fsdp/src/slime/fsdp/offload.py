@@ -10,7 +10,7 @@ kept (gloo needs nothing freed; NCCL buffers are small next to weights). It does
 The optimizer state (AdamW moments: two thirds of the bytes) has its own stash, restored behind the step's forward
 and backward (`HostStash.restore_behind`: on a side stream, waited for by a pre-hook of the optimizer step), so
 only the parameters' copy is on the onload's critical path; and after the step `start_offload` starts copying it
-home, overlapping the weight push. `settle()` waits for both where something other than the step reads or writes
+and the parameters home, overlapping the weight push. `settle()` waits for both where something other than the step reads or writes
 that state (checkpoints, a reset).
 
 Why storages and not `module.to("cpu")`: moving modules allocates fresh pageable host tensors every step, which
@@ -43,6 +43,7 @@ class Offloader:
         self._stash = HostStash()
         self._late = HostStash()
         self._late.wait_before_step(optimizer)
+        self._stash.wait_before_step(optimizer)  # a step changes the parameters: early copies of them are stale
         self.is_offloaded = False
 
     def _optimizer_tensors(self) -> Iterator[torch.Tensor | None]:
@@ -69,10 +70,13 @@ class Offloader:
         return params, state, distinct_storages((_local(p.grad) for p in self._model.parameters()), seen)
 
     def start_offload(self) -> None:
-        """In a colocated cycle (this state was offloaded before), start copying the optimizer state home right
-        after the step, so the copies overlap the weight push; `offload` finishes them."""
+        """In a colocated cycle (this state was offloaded before), start copying the optimizer state and the
+        parameters home right after the step, so the copies overlap the weight push (which only reads the
+        parameters); `offload` finishes them."""
         if self._late.host_bytes and not self.is_offloaded:
-            self._late.stash_behind(self._storages()[1])
+            params, state, _ = self._storages()
+            self._late.stash_behind(state)
+            self._stash.stash_behind(params)
 
     @property
     def host_bytes(self) -> int:
@@ -93,3 +97,4 @@ class Offloader:
         """Wait for optimizer state still being restored, forget early copies (before anything but the step reads or
         writes that state: checkpoints, a reset)."""
         self._late.settle()
+        self._stash.settle()

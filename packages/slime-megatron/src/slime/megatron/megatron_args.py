@@ -87,8 +87,9 @@ _TRAINING = [
     ("--bf16", "store_true", False, {}),
     ("--fp16", "store_true", False, {}),
     ("--deterministic-mode", "store_true", False, {}),
-    # Megatron's fusion switches (on by default there). slime.megatron honours the first two on GPUs (torch.compile'd
-    # elementwise kernels); the others need apex's or TransformerEngine's kernels and stay off without them.
+    # Megatron's fusion switches (on by default there). slime.megatron honours the first two on GPUs next to
+    # TransformerEngine (torch.compile'd elementwise kernels; the local spec measured faster without them: see
+    # training_configs); the others need apex's or TransformerEngine's kernels and stay off without them.
     ("--no-bias-swiglu-fusion", "store_false", True, {"dest": "bias_swiglu_fusion"}),
     ("--no-bias-dropout-fusion", "store_false", True, {"dest": "bias_dropout_fusion"}),
     ("--no-bias-gelu-fusion", "store_false", True, {"dest": "bias_gelu_fusion"}),

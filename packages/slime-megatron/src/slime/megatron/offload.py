@@ -13,8 +13,8 @@ Two mechanisms:
 In the fallback the optimizer's tensors (fp32 main weights and Adam moments: most of the bytes) have their own
 stash, restored behind the step's forward and backward (`HostStash.restore_behind`: a side stream, waited for by
 a pre-hook of the inner torch optimizer's step, which is the first thing that reads them), and after the step
-`start_offload` starts copying them home, overlapping the weight push; `settle()` waits for both where a
-checkpoint or a reset reads or writes that state. `perf/onload_behind_bytes` reports what was still in flight.
+`start_offload` starts copying them (and the weights) home, overlapping the weight push; `settle()` waits for both
+where a checkpoint or a reset reads or writes that state. `perf/onload_behind_bytes` reports what was still in flight.
 
 Both report the bytes moved and the device memory before and after (`perf/offload_*` metrics). It does not
 destroy or rebuild process groups.
@@ -70,6 +70,7 @@ class Offloader:
         self._late = HostStash()
         for inner in _inner_optimizers(stack.optimizer):
             self._late.wait_before_step(inner)
+            self._stash.wait_before_step(inner)  # a step changes the weights: early copies of them are stale
         self.offloaded = False
 
     @property
@@ -121,14 +122,18 @@ class Offloader:
 
     def start_offload(self) -> None:
         """In a colocated cycle (this stack was offloaded before, by the fallback), start copying the optimizer
-        state home right after the step, so the copies overlap the weight push; `offload` finishes them."""
+        state and the weights home right after the step, so the copies overlap the weight push (which only reads
+        the weights); `offload` finishes them."""
         if self._saver is None and self._late.host_bytes and not self.offloaded:
-            self._late.stash_behind(self._storages()[1])
+            keep, late, _ = self._storages()
+            self._late.stash_behind(late)
+            self._stash.stash_behind(keep)
 
     def settle(self) -> None:
         """Wait for optimizer state still being restored, forget early copies (before anything but the step reads or
         writes that state: checkpoints, a reset)."""
         self._late.settle()
+        self._stash.settle()
 
 
 def _allocated() -> int:
