@@ -1,8 +1,9 @@
 """Scenario: Megatron's compiled SwiGLU and bias-dropout-add fusions train exactly like the eager layers.
 
 On accelerators next to TransformerEngine `transformer_overrides` turns them on (Megatron's defaults); the CPU and
-the local spec keep them off, so this world forces them on (through the module attribute `slime.megatron.model` calls) to run Megatron's `torch.compile`'d
-kernels through inductor's CPU backend, on the packed micro-batches, the packed RoPE and the varlen attention.
+the local spec keep them off, so this world forces them on (through the module attribute `slime.megatron.model`
+calls) to run Megatron's `torch.compile`'d kernels through inductor's CPU backend, on the packed micro-batches, the
+packed RoPE and the varlen attention.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ kept (gloo needs nothing freed; NCCL buffers are small next to weights). It does
 The optimizer state (AdamW moments: two thirds of the bytes) has its own stash, restored behind the step's forward
 and backward (`HostStash.restore_behind`: on a side stream, waited for by a pre-hook of the optimizer step), so
 only the parameters' copy is on the onload's critical path; and after the step `start_offload` starts copying it
-and the parameters home, overlapping the weight push. `settle()` waits for both where something other than the step reads or writes
-that state (checkpoints, a reset).
+and the parameters home, overlapping the weight push. `settle()` waits for both where something other than the
+step reads or writes that state (checkpoints, a reset).
 
 Why storages and not `module.to("cpu")`: moving modules allocates fresh pageable host tensors every step, which
 made the offload take 1.8-2.3 s for a 0.6B model on an H100 (half of a colocated step).
