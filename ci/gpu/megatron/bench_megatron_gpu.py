@@ -100,7 +100,14 @@ def build_policy(args: argparse.Namespace, hf_dir: str):
     ns.bf16 = not args.fp32
     actor = ActorConfig(hf_checkpoint=hf_dir, use_dynamic_batch_size=True, max_tokens_per_gpu=args.max_tokens,
                         data_pad_size_multiplier=args.pad_multiplier)  # fmt: skip
-    return MegatronPolicy(ns, actor, LossConfig())
+    policy = MegatronPolicy(ns, actor, LossConfig())
+    if args.compile_layers:  # probe for #9: every decoder layer's forward through torch.compile, dynamic shapes
+        for module in policy.stack.modules:
+            while not hasattr(module, "decoder"):
+                module = module.module
+            for layer in module.decoder.layers:
+                layer.forward = torch.compile(layer.forward, dynamic=True)
+    return policy
 
 
 def count_params(model: str) -> int:
@@ -153,6 +160,46 @@ def profile_step(policy: Any, batch: Any, args: argparse.Namespace) -> dict[str,
             "gpu_busy_fraction": busy / wall if kernels else None}  # fmt: skip
 
 
+def host_profile(policy: Any, batch: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """One more train step under cProfile (the top functions by own and cumulative time go to `--host-profile`),
+    then one with CUDA's sync debug mode: where the host waits for the device (returns the counts per call site)."""
+    import cProfile
+    import io
+    import pstats
+    import traceback
+    import warnings
+
+    prof = cProfile.Profile()
+    _sync()
+    prof.enable()
+    policy.train(args.warmup + args.repeats + 1, batch)
+    _sync()
+    prof.disable()
+    text = io.StringIO()
+    for key in ("tottime", "cumulative"):
+        pstats.Stats(prof, stream=text).sort_stats(key).print_stats(45)
+    Path(args.host_profile).write_text(text.getvalue())
+    sites: dict[str, int] = {}
+
+    def record(message, category, filename, lineno, file=None, line=None) -> None:
+        if "synchroniz" in str(message):
+            frames = traceback.extract_stack()[:-1]
+            key = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in reversed(frames[-6:]))
+            sites[key] = sites.get(key, 0) + 1
+
+    if torch.cuda.is_available():
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = record
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                policy.train(args.warmup + args.repeats + 2, batch)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+    top = dict(sorted(sites.items(), key=lambda kv: -kv[1])[:25])
+    return {"host_profile": args.host_profile, "sync_sites": top, "syncs": sum(sites.values())}
+
+
 def run_train(args: argparse.Namespace, hf_dir: str) -> dict[str, Any]:
     policy = build_policy(args, hf_dir)
     vocab, hidden, layers, heads, _, head_dim, _ = MODELS[args.model]
@@ -173,6 +220,7 @@ def run_train(args: argparse.Namespace, hf_dir: str) -> dict[str, Any]:
         loss, norm = metrics.get("train/loss"), metrics.get("train/grad_norm")
         log(f"train {i}: {times[-1]:.3f} s, loss {loss}, grad_norm {norm}")
     profiled = profile_step(policy, batch, args) if args.profile else None
+    host = host_profile(policy, batch, args) if args.host_profile else None
     seconds = statistics.median(times)
     gpus = int(os.environ.get("WORLD_SIZE", "1"))  # every GPU of the world shares the step's FLOPs (TP x DP)
     tokens_per_s = batch.num_tokens / seconds / gpus
@@ -197,10 +245,17 @@ def run_train(args: argparse.Namespace, hf_dir: str) -> dict[str, Any]:
         "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
         "last_metrics": metrics,
         "attention": "torch varlen_attn" if torch.cuda.is_available() and not args.fp32 else "reference sdpa",
+        "compiled_layers": args.compile_layers,
     }
+    if args.compile_layers:
+        from torch._dynamo.utils import counters
+
+        result["dynamo"] = {k: dict(v) for k, v in counters.items() if k in ("stats", "graph_break", "recompiles")}
     result["meets_goal_mfu_30"] = None if result["mfu_6n"] is None else result["mfu_6n"] >= 0.30
     if profiled is not None:
         result.update(profiled)
+    if host is not None:
+        result.update(host)
     return result
 
 
@@ -255,6 +310,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--peak-tflops", type=float, default=None)
     p.add_argument("--fusions", action="store_true", help="Megatron's SwiGLU and bias-dropout-add fusions on")
+    p.add_argument("--host-profile", help="cProfile one more step into this file, and count host-device syncs")
+    p.add_argument("--compile-layers", action="store_true", help="torch.compile each decoder layer (dynamic shapes)")
     p.add_argument("--profile", default=None, help="train: profile one more step, write the op table here")
     p.add_argument("--checkpoint", default=None, help="reuse this HF folder instead of writing a random one")
     p.add_argument("--save", default=None, help="logits: write the gathered logits here; checkpoint: the folder")

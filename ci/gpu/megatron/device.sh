@@ -5,6 +5,8 @@
 #   tp      two GPUs: TP2 (+ sequence parallel) logits vs TP1, and a TP2 train step             -> $OUT/tp*.json
 #   all     both (needs two GPUs for the tp part; it is skipped on one)
 #   sweep   one GPU: the train figures at 4k, 8k and 16k tokens per micro-batch    -> $OUT/train_T.json
+#   compile one GPU: each decoder layer torch.compile'd (a probe), 4k (profiled) and 16k -> $OUT/train_compiled*.json
+#   host    one GPU: cProfile of one 4k step + host-device sync call sites       -> $OUT/train_host*.{json,txt}
 #   fusions one GPU: Megatron's compiled SwiGLU / bias-dropout-add vs eager (the default without TE)
 #           -> $OUT/train_{fused,eager}.json
 # `train` also profiles one more step (torch.profiler): the op table in $OUT/train_profile.txt, the top 25 in
@@ -28,6 +30,14 @@ case "${1:-all}" in
   fusions)  # Megatron's compiled SwiGLU + bias-dropout-add against eager (the default without TE), 4k micro-batches
     python3 $B train --model $MODEL --checkpoint $C --fusions 2>> "$O/train.log" | tee "$O/train_fused.json"
     python3 $B train --model $MODEL --checkpoint $C 2>> "$O/train.log" | tee "$O/train_eager.json" ;;
+  compile)  # probe (#9): each decoder layer through torch.compile (dynamic shapes), profiled, 4k and 16k
+    python3 $B train --model $MODEL --checkpoint $C --compile-layers --profile "$O/train_compiled_profile.txt" \
+      2>> "$O/train.log" | tee "$O/train_compiled.json"
+    python3 $B train --model $MODEL --checkpoint $C --compile-layers --max-tokens 16384 2>> "$O/train.log" \
+      | tee "$O/train_compiled_16384.json" ;;
+  host)  # where the host time goes at 4k micro-batches: cProfile of one step, and the host-device syncs per call site
+    python3 $B train --model $MODEL --checkpoint $C --host-profile "$O/train_host_profile.txt" 2>> "$O/train.log" \
+      | tee "$O/train_host.json" ;;
   sweep)  # micro-batch token budgets: where the step's throughput saturates (issue #9)
     for T in 4096 8192 16384; do
       python3 $B train --model $MODEL --checkpoint $C --max-tokens $T 2>> "$O/train.log" | tee "$O/train_$T.json"

@@ -41,6 +41,20 @@ def test_one_pass_equals_megatron_per_sequence_rotation(lengths: list[int], dtyp
         assert got.dtype == tensor.dtype and torch.equal(got, want)  # the same arithmetic, bit for bit
 
 
+def test_every_layer_after_the_first_reuses_the_rows_cos_and_sin() -> None:
+    from dataclasses import replace
+
+    query, key, freqs, params = packed([5, 9, 3], torch.bfloat16)
+    first = rotate_packed(query, key, replace(params), CONFIG)  # each layer gets its own copy of the parameters
+    assert len(params.rope_cache) == 1  # query and key share one frequency table: one entry, seen by the original
+    cos = next(iter(params.rope_cache.values()))[1]
+    second = rotate_packed(query, key, replace(params), CONFIG)
+    assert next(iter(params.rope_cache.values()))[1] is cos and all(map(torch.equal, first, second))
+    other = freqs.clone()  # another table (a new forward's): computed afresh, not served from the old entry
+    rotate_packed(query, key, replace(params, rotary_pos_emb=(other, other)), CONFIG)
+    assert len(params.rope_cache) == 2
+
+
 def test_rotation_has_megatrons_gradient() -> None:
     query, key, freqs, params = packed([6, 3, 5], torch.float64)
     query.requires_grad_(True)

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from slime.megatron.host_to_device import to_device
 from slime.types import ConfigError, TrainSample
 
 
@@ -95,17 +96,16 @@ class PackedMicroBatch:
             tokens.extend([0] * pad)
             positions.extend(range(pad))
             seq_bounds.append(real + pad)
-        cu = torch.tensor(seq_bounds, dtype=torch.int32, device=device)
         return cls(
             sample_ids=tuple(sample_ids),
-            tokens=torch.tensor([tokens], dtype=torch.long, device=device),
-            position_ids=torch.tensor([positions], dtype=torch.long, device=device),
-            cu_seqlens=cu,
+            tokens=to_device([tokens], torch.long, device),
+            position_ids=to_device([positions], torch.long, device),
+            cu_seqlens=to_device(seq_bounds, torch.int32, device),
             max_seqlen=max(b - a for a, b in zip(seq_bounds[:-1], seq_bounds[1:], strict=True)),
-            logit_index=torch.tensor(logit_rows, dtype=torch.long, device=device),
-            target_ids=torch.tensor(targets, dtype=torch.long, device=device),
-            response_cu_seqlens=torch.tensor(resp_bounds, dtype=torch.long, device=device),
-            loss_mask=torch.tensor(masks, dtype=torch.float32, device=device),
+            logit_index=to_device(logit_rows, torch.long, device),
+            target_ids=to_device(targets, torch.long, device),
+            response_cu_seqlens=to_device(resp_bounds, torch.long, device),
+            loss_mask=to_device(masks, torch.float32, device),
             num_tokens=real,
         )
 

@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from slime.megatron import _megatron_globals as mg
+from slime.megatron.host_to_device import split_to_device, to_device
 from slime.types import ConfigError, RolloutBatch, TrainSample
 
 PerSample = list[torch.Tensor]
@@ -21,22 +22,26 @@ PerSample = list[torch.Tensor]
 
 def response_cu_seqlens(samples: Sequence[TrainSample], device: torch.device) -> torch.Tensor:
     """`[B + 1]` int64 offsets of each sample's response in the packed layout."""
+    return to_device(_response_bounds(samples), torch.long, device)
+
+
+def _response_bounds(samples: Sequence[TrainSample]) -> list[int]:
     bounds = [0]
     for s in samples:
         bounds.append(bounds[-1] + s.response_length)
-    return torch.tensor(bounds, dtype=torch.long, device=device)
+    return bounds
 
 
 def loss_masks(samples: Sequence[TrainSample], device: torch.device) -> PerSample:
     """Each sample's loss mask as float32."""
-    return [torch.tensor(s.loss_mask, dtype=torch.float32, device=device) for s in samples]
+    return split_to_device([s.loss_mask for s in samples], torch.float32, device)
 
 
 def rollout_log_probs(samples: Sequence[TrainSample], device: torch.device) -> PerSample | None:
     """The engine's log-probs per sample, or None when any sample lacks them."""
     if any(s.rollout_log_probs is None for s in samples):
         return None
-    return [torch.tensor(s.rollout_log_probs, dtype=torch.float32, device=device) for s in samples]
+    return split_to_device([s.rollout_log_probs for s in samples], torch.float32, device)
 
 
 def teacher_log_probs(samples: Sequence[TrainSample], device: torch.device) -> PerSample:
@@ -103,16 +108,16 @@ def compute_batch_advantages(
 
     advantages, returns = compute_advantages(
         loss_config,
-        rewards=torch.tensor([s.reward for s in samples], dtype=torch.float32, device=device),
-        group_ids=torch.tensor([s.group_index for s in samples], dtype=torch.long, device=device),
+        rewards=to_device([s.reward for s in samples], torch.float32, device),
+        group_ids=to_device([s.group_index for s in samples], torch.long, device),
         cu_seqlens=cu,
         loss_mask=torch.cat(loss_masks(samples, device)),
         old_log_probs=cat(old_log_probs),
         ref_log_probs=cat(ref_log_probs),
         values=cat(values),
         teacher_log_probs=cat(teacher_log_probs),
-        scores=None if batch.scores is None else torch.tensor(batch.scores, dtype=torch.float32, device=device),
+        scores=None if batch.scores is None else to_device(batch.scores, torch.float32, device),
     )
-    bounds = cu.tolist()
+    bounds = _response_bounds(samples)  # from the host's lengths: `cu.tolist()` would wait for the device
     split = [(bounds[i], bounds[i + 1]) for i in range(len(samples))]
     return [advantages[a:b] for a, b in split], [returns[a:b] for a, b in split]

@@ -16,6 +16,7 @@ import torch.distributed as dist
 
 from slime.megatron import _megatron_globals as mg
 from slime.megatron.forward import HeadSpec, LossFn, forward_backward
+from slime.megatron.host_to_device import to_device
 from slime.megatron.packing import PackedMicroBatch, gather_response_values
 
 
@@ -41,7 +42,8 @@ def _pick(per_sample: Sequence[torch.Tensor] | None, mb: PackedMicroBatch) -> to
 
 
 def _denominators(inputs: StepInputs, mb: PackedMicroBatch) -> torch.Tensor:
-    return torch.tensor([inputs.sample_denominators[i] for i in mb.sample_ids], device=mb.loss_mask.device)
+    # queued without a sync: this runs between the micro-batch's forward and its backward
+    return to_device([inputs.sample_denominators[i] for i in mb.sample_ids], torch.float32, mb.loss_mask.device)
 
 
 def actor_loss_fn(loss_config, inputs: StepInputs) -> LossFn:
