@@ -142,7 +142,8 @@ class HostStash:
         Allocation is timed apart from the copies (`restore_timings`): after the offload's `empty_cache()` every
         storage is a fresh device allocation."""
         started = time.perf_counter()
-        self._tail = _reserve([n for s, _, n in self._held if s.device.type == "cuda"])
+        if self._held:  # (a restore with nothing stashed must not let go of the last restore's tail)
+            self._tail = _reserve([n for s, _, n in self._held if s.device.type == "cuda"])
         for storage, _, nbytes in self._held:
             storage.resize_(nbytes)
         allocated = time.perf_counter()
