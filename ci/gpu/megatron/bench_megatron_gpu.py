@@ -244,19 +244,20 @@ def run_train(args: argparse.Namespace, hf_dir: str) -> dict[str, Any]:
         "mfu_6n_attn": None if peak is None else (6 * n_params * tokens_per_s + attn / seconds) / (peak * 1e12),
         "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
         "last_metrics": metrics,
-        "attention": "torch varlen_attn" if torch.cuda.is_available() and not args.fp32 else "reference sdpa",
+        "attention": "FlashAttention-2 varlen" if torch.cuda.is_available() and not args.fp32 else "reference sdpa",
         "compiled_layers": args.compile_layers,
     }
-    if args.compile_layers:
-        from torch._dynamo.utils import counters
-
-        result["dynamo"] = {k: dict(v) for k, v in counters.items() if k in ("stats", "graph_break", "recompiles")}
     result["meets_goal_mfu_30"] = None if result["mfu_6n"] is None else result["mfu_6n"] >= 0.30
-    if profiled is not None:
-        result.update(profiled)
-    if host is not None:
-        result.update(host)
-    return result
+    return {**result, **_dynamo_figures(args), **(profiled or {}), **(host or {})}
+
+
+def _dynamo_figures(args: argparse.Namespace) -> dict[str, Any]:
+    """With `--compile-layers`: how many graphs dynamo made, and its graph breaks and recompiles."""
+    if not args.compile_layers:
+        return {}
+    from torch._dynamo.utils import counters
+
+    return {"dynamo": {k: dict(v) for k, v in counters.items() if k in ("stats", "graph_break", "recompiles")}}
 
 
 def run_logits(args: argparse.Namespace, hf_dir: str) -> dict[str, Any]:
