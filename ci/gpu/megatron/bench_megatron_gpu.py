@@ -197,7 +197,7 @@ def host_profile(policy: Any, batch: Any, args: argparse.Namespace) -> dict[str,
             finally:
                 torch.cuda.set_sync_debug_mode("default")
     top = dict(sorted(sites.items(), key=lambda kv: -kv[1])[:25])
-    return {"host_profile": args.host_profile, "sync_sites": top, "syncs": sum(sites.values())}
+    return {"host_profile": Path(args.host_profile).name, "sync_sites": top, "syncs": sum(sites.values())}
 
 
 def run_train(args: argparse.Namespace, hf_dir: str) -> dict[str, Any]:
