@@ -26,7 +26,7 @@ def packed(lengths: list[int], dtype: torch.dtype, heads: int = 4, kv_heads: int
     freqs = torch.cat((angles, angles), dim=-1)[:, None, None, :]
     params = PackedSeqParamsWithPositions(
         qkv_format="thd", cu_seqlens_q=bounds, cu_seqlens_kv=bounds, max_seqlen_q=max(lengths),
-        max_seqlen_kv=max(lengths), positions=positions, rotary_pos_emb=(freqs, freqs), rotary_cp_group=ONE_RANK,
+        max_seqlen_kv=max(lengths), positions=positions, rotary_pos_emb=(freqs, freqs),
     )  # fmt: skip
     return query, key, freqs, params
 

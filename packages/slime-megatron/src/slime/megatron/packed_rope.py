@@ -39,8 +39,6 @@ class PackedSeqParamsWithPositions(PackedSeqParams):
     """`[T]` int64: each token's position inside its own sequence (padding counts as a sequence)."""
     rotary_pos_emb: tuple[torch.Tensor, torch.Tensor] | None = None
     """(query, key) frequencies `[max_seqlen, 1, 1, d]`, set by `PackedRopeSelfAttention` for the core attention."""
-    rotary_cp_group: Any = None
-    """The attention's context-parallel group (size 1 here), which Megatron's rotation asks for."""
     rope_cache: dict = dataclasses.field(default_factory=dict)
     """The row's cos / sin per frequency table, computed by the first layer and reused by the others (copies made
     with `dataclasses.replace` share it; a new row's parameters start empty)."""
@@ -54,9 +52,7 @@ class PackedRopeSelfAttention(SelfAttention):
         rotary = kwargs.get("rotary_pos_emb")
         if rotary is not None and self._rotates_packed(params, kwargs.get("inference_context")):
             pair = rotary if isinstance(rotary, tuple) else (rotary, rotary)
-            kwargs["packed_seq_params"] = dataclasses.replace(
-                params, rotary_pos_emb=pair, rotary_cp_group=self.pg_collection.cp
-            )
+            kwargs["packed_seq_params"] = dataclasses.replace(params, rotary_pos_emb=pair)
             kwargs["rotary_pos_emb"] = None
         return super().forward(hidden_states, *args, **kwargs)
 

@@ -20,21 +20,17 @@ PerSample = list[torch.Tensor]
 """One `[response_length]` float32 tensor per sample of the batch, in batch order."""
 
 
-def response_cu_seqlens(samples: Sequence[TrainSample], device: torch.device) -> torch.Tensor:
-    """`[B + 1]` int64 offsets of each sample's response in the packed layout."""
-    return to_device(_response_bounds(samples), torch.long, device)
-
-
 def _response_bounds(samples: Sequence[TrainSample]) -> list[int]:
+    """`B + 1` offsets of each sample's response in the packed layout."""
     bounds = [0]
     for s in samples:
         bounds.append(bounds[-1] + s.response_length)
     return bounds
 
 
-def loss_masks(samples: Sequence[TrainSample], device: torch.device) -> PerSample:
-    """Each sample's loss mask as float32."""
-    return split_to_device([s.loss_mask for s in samples], torch.float32, device)
+def packed_loss_mask(samples: Sequence[TrainSample], device: torch.device) -> torch.Tensor:
+    """The samples' loss masks, concatenated in the packed response layout, as float32."""
+    return to_device([m for s in samples for m in s.loss_mask], torch.float32, device)
 
 
 def rollout_log_probs(samples: Sequence[TrainSample], device: torch.device) -> PerSample | None:
@@ -57,13 +53,13 @@ def teacher_log_probs(samples: Sequence[TrainSample], device: torch.device) -> P
             "with --custom-rm-path slime.rollout.on_policy_distillation.reward_func --custom-reward-post-process-path "
             "slime.rollout.on_policy_distillation.post_process_rewards --rm-url <teacher>/generate."
         )
-    return [torch.tensor(s.teacher_log_probs, dtype=torch.float32, device=device) for s in samples]
+    return split_to_device([s.teacher_log_probs for s in samples], torch.float32, device)
 
 
 def opd_reverse_kl(samples: Sequence[TrainSample], student: PerSample, teacher: PerSample) -> float:
     """Mean of `logp_student - logp_teacher` over the batch's loss-mask tokens (slime's `opd_reverse_kl`)."""
     device = student[0].device
-    mask = torch.cat(loss_masks(samples, device))
+    mask = packed_loss_mask(samples, device)
     diff = torch.cat([s.float() for s in student]) - torch.cat([t.to(device, torch.float32) for t in teacher])
     return float((diff * mask).sum() / mask.sum().clamp(min=1.0))
 
@@ -101,7 +97,8 @@ def compute_batch_advantages(
 
     device = mg.device()
     samples = batch.samples
-    cu = response_cu_seqlens(samples, device)
+    bounds = _response_bounds(samples)  # kept on the host too: `cu.tolist()` would wait for the device
+    cu = to_device(bounds, torch.long, device)
 
     def cat(per: PerSample | None) -> torch.Tensor | None:
         return None if per is None else torch.cat([t.to(device, torch.float32) for t in per])
@@ -111,13 +108,12 @@ def compute_batch_advantages(
         rewards=to_device([s.reward for s in samples], torch.float32, device),
         group_ids=to_device([s.group_index for s in samples], torch.long, device),
         cu_seqlens=cu,
-        loss_mask=torch.cat(loss_masks(samples, device)),
+        loss_mask=packed_loss_mask(samples, device),
         old_log_probs=cat(old_log_probs),
         ref_log_probs=cat(ref_log_probs),
         values=cat(values),
         teacher_log_probs=cat(teacher_log_probs),
         scores=None if batch.scores is None else to_device(batch.scores, torch.float32, device),
     )
-    bounds = _response_bounds(samples)  # from the host's lengths: `cu.tolist()` would wait for the device
     split = [(bounds[i], bounds[i + 1]) for i in range(len(samples))]
     return [advantages[a:b] for a, b in split], [returns[a:b] for a, b in split]
