@@ -99,7 +99,7 @@ def build_policy(args: argparse.Namespace, hf_dir: str):
     assert not rest, rest
     ns.bf16 = not args.fp32
     actor = ActorConfig(hf_checkpoint=hf_dir, use_dynamic_batch_size=True, max_tokens_per_gpu=args.max_tokens,
-                        data_pad_size_multiplier=args.pad_multiplier)  # fmt: skip
+                        data_pad_size_multiplier=args.pad_multiplier, train_cuda_graphs=args.cuda_graphs)  # fmt: skip
     policy = MegatronPolicy(ns, actor, LossConfig())
     if args.compile_layers:  # probe for #9: every decoder layer's forward through torch.compile, dynamic shapes
         for module in policy.stack.modules:
@@ -200,12 +200,47 @@ def host_profile(policy: Any, batch: Any, args: argparse.Namespace) -> dict[str,
     return {"host_profile": Path(args.host_profile).name, "sync_sites": top, "syncs": sum(sites.values())}
 
 
+def graph_check(policy: Any, batch: Any) -> dict[str, Any]:
+    """`--train-cuda-graphs` against eager on the same weights: the gradients of the step's micro-batches (a fixed
+    weighting of the response log-probs), as the relative norm of the difference. Two eager runs give the noise
+    floor (FlashAttention's backward accumulates with atomics, so runs differ in the last bits)."""
+    from slime.megatron.forward import forward_backward
+
+    batches = policy._batches(batch.samples, range(len(batch.samples)), train=True)
+    head = policy._head()
+
+    def loss_fn(mb, outputs):
+        log_probs = outputs["log_probs"]
+        weights = torch.linspace(-1.0, 1.0, log_probs.numel(), device=log_probs.device)
+        return (log_probs * weights).sum() / 1000.0, {"rows": log_probs.new_tensor(float(log_probs.numel()))}
+
+    def grads(graphs: Any) -> torch.Tensor:
+        for model in policy.stack.models:
+            model.zero_grad_buffer()
+        forward_backward(policy.stack, batches, head, loss_fn, graphs)
+        return torch.cat([b.grad_data.float() for m in policy.stack.models for b in m.buffers])
+
+    eager = grads(None)
+    eager_again, graphed = grads(None), grads(policy.graphs)
+    graphed_again = grads(policy.graphs)
+
+    def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+        return ((a - b).norm() / b.norm()).item()
+
+    return {"graph_vs_eager_grad_rel": rel(graphed, eager), "eager_vs_eager_grad_rel": rel(eager_again, eager),
+            "graph_vs_graph_grad_rel": rel(graphed_again, graphed), "micro_batches": len(batches),
+            "grad_norm": eager.norm().item()}  # fmt: skip
+
+
 def run_train(args: argparse.Namespace, hf_dir: str) -> dict[str, Any]:
     policy = build_policy(args, hf_dir)
     vocab, hidden, layers, heads, _, head_dim, _ = MODELS[args.model]
     batch = rollout_batch(args.samples, args.seq_len, vocab, seed=1)
     n_params = count_params(args.model)
     log(f"built: {n_params / 1e6:.1f}M parameters, {batch.num_tokens} tokens in {len(batch.samples)} samples")
+    check = graph_check(policy, batch) if args.graph_check else None
+    if check:
+        log(f"graph check: {check}")
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     for i in range(args.warmup):
@@ -246,9 +281,12 @@ def run_train(args: argparse.Namespace, hf_dir: str) -> dict[str, Any]:
         "last_metrics": metrics,
         "attention": "FlashAttention-2 varlen" if torch.cuda.is_available() and not args.fp32 else "reference sdpa",
         "compiled_layers": args.compile_layers,
+        "cuda_graphs": args.cuda_graphs,
+        "graph_captures": policy.graphs.captures if policy.graphs is not None else None,
     }
     result["meets_goal_mfu_30"] = None if result["mfu_6n"] is None else result["mfu_6n"] >= 0.30
-    return {**result, **_dynamo_figures(args), **(profiled or {}), **(host or {})}
+    extra = {"graph_check": check} if check else {}
+    return {**result, **extra, **_dynamo_figures(args), **(profiled or {}), **(host or {})}
 
 
 def _dynamo_figures(args: argparse.Namespace) -> dict[str, Any]:
@@ -312,6 +350,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--peak-tflops", type=float, default=None)
     p.add_argument("--fusions", action="store_true", help="Megatron's SwiGLU and bias-dropout-add fusions on")
     p.add_argument("--host-profile", help="cProfile one more step into this file, and count host-device syncs")
+    p.add_argument("--cuda-graphs", action="store_true", help="train through --train-cuda-graphs")
+    p.add_argument("--graph-check", action="store_true", help="first compare graphed and eager gradients")
     p.add_argument("--compile-layers", action="store_true", help="torch.compile each decoder layer (dynamic shapes)")
     p.add_argument("--profile", default=None, help="train: profile one more step, write the op table here")
     p.add_argument("--checkpoint", default=None, help="reuse this HF folder instead of writing a random one")

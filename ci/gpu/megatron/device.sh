@@ -7,6 +7,8 @@
 #   sweep   one GPU: the train figures at 4k, 8k and 16k tokens per micro-batch    -> $OUT/train_T.json
 #   compile one GPU: each decoder layer torch.compile'd (a probe), 4k (profiled) and 16k -> $OUT/train_compiled*.json
 #   host    one GPU: cProfile of one 4k step + host-device sync call sites       -> $OUT/train_host*.{json,txt}
+#   graphs  one GPU: --train-cuda-graphs: graphed vs eager gradients, then 4k (profiled) / 8k / 16k with graphs and
+#           4k eager in the same lease                     -> $OUT/train_graphs*.json, $OUT/train_eager_4096.json
 #   fusions one GPU: Megatron's compiled SwiGLU / bias-dropout-add vs eager (the default without TE)
 #           -> $OUT/train_{fused,eager}.json
 # `train` also profiles one more step (torch.profiler): the op table in $OUT/train_profile.txt, the top 25 in
@@ -38,6 +40,14 @@ case "${1:-all}" in
   host)  # where the host time goes at 4k micro-batches: cProfile of one step, and the host-device syncs per call site
     python3 $B train --model $MODEL --checkpoint $C --host-profile "$O/train_host_profile.txt" 2>> "$O/train.log" \
       | tee "$O/train_host.json" ;;
+  graphs)  # issue #9: CUDA graphs over static-shape micro-batches, against eager on the same host
+    python3 $B train --model $MODEL --checkpoint $C --cuda-graphs --graph-check \
+      --profile "$O/train_graphs_profile.txt" 2>> "$O/train.log" | tee "$O/train_graphs.json"
+    python3 $B train --model $MODEL --checkpoint $C 2>> "$O/train.log" | tee "$O/train_eager_4096.json"
+    for T in 8192 16384; do
+      python3 $B train --model $MODEL --checkpoint $C --cuda-graphs --max-tokens $T 2>> "$O/train.log" \
+        | tee "$O/train_graphs_$T.json"
+    done ;;
   sweep)  # micro-batch token budgets: where the step's throughput saturates (issue #9)
     for T in 4096 8192 16384; do
       python3 $B train --model $MODEL --checkpoint $C --max-tokens $T 2>> "$O/train.log" | tee "$O/train_$T.json"

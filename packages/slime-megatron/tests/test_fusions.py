@@ -11,6 +11,7 @@ pytestmark = pytest.mark.slow
 def test_fused_elementwise_step_equals_the_eager_step(fused_world: dict) -> None:
     assert ok(fused_world, "eager_config") == (False, False)
     assert ok(fused_world, "fused_config") == (True, True)  # the fused kernels really ran
+    assert ok(fused_world, "eager_norms") == ["RMSNorm"] and ok(fused_world, "fused_norms") == ["CompiledRMSNorm"]
     eager, fused = ok(fused_world, "eager_step"), ok(fused_world, "fused_step")
     for key in ("train/loss", "train/pg_loss", "train/grad_norm"):
         assert fused[key] == pytest.approx(eager[key], rel=1e-5, abs=1e-7), key

@@ -1,10 +1,12 @@
-"""The chunked vocab-parallel log-prob/entropy on one shard, against a float64 naive reference and slime.loss.
+"""The vocab-parallel log-prob/entropy on one shard (eager and chunked on CPU, compiled on CUDA), against a float64
+naive reference and slime.loss.
 
 The TP=2 case (two real shards, gloo all-reduces) runs in the worlds of test_megatron_parity.
 """
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
@@ -63,3 +65,32 @@ def test_without_entropy_returns_none() -> None:
     lp, ent = vocab_parallel_log_probs(torch.zeros(3, 4), torch.tensor([0, 1, 3]))
     assert ent is None
     torch.testing.assert_close(lp, torch.full((3,), -torch.log(torch.tensor(4.0)).item()))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (the compiled path)")
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")  # dynamo's tracing reads it
+@pytest.mark.parametrize("with_entropy", [False, True])
+def test_compiled_cuda_path_matches_float64(with_entropy: bool) -> None:
+    from slime.megatron import vocab_parallel
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    rows, vocab, pad = 300, 4990, 10
+    logits = (torch.randn(rows, vocab + pad, device="cuda", generator=gen) * 3).bfloat16().requires_grad_(True)
+    targets = torch.randint(0, vocab, (rows,), device="cuda", generator=gen)
+    w1, w2 = torch.randn(rows, device="cuda", generator=gen), torch.randn(rows, device="cuda", generator=gen)
+    assert vocab_parallel._fused(logits[:, :vocab])
+    reference = logits.detach().double().requires_grad_(True)  # float64: the eager path
+    grads = []
+    for x in (logits, reference):
+        lp, ent = vocab_parallel_log_probs(x, targets, vocab_size=vocab, temperature=0.7, with_entropy=with_entropy)
+        loss = (lp * w1.to(lp.dtype)).sum() + ((ent * w2.to(ent.dtype)).sum() if with_entropy else 0.0)
+        loss.backward()
+        grads.append((lp, ent, x.grad))
+    (lp, ent, grad), (ref_lp, ref_ent, ref_grad) = grads
+    assert lp.dtype == torch.float32 and grad.dtype == torch.bfloat16
+    torch.testing.assert_close(lp.double(), ref_lp, rtol=1e-5, atol=1e-5)
+    if with_entropy:
+        torch.testing.assert_close(ent.double(), ref_ent, rtol=1e-5, atol=1e-5)
+    # the gradient is rounded to bf16 once, as the eager path's is
+    torch.testing.assert_close(grad.double(), ref_grad.bfloat16().double(), rtol=1e-2, atol=1e-6)
+    assert (grad[:, vocab:] == 0).all()

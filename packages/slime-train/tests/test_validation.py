@@ -139,3 +139,25 @@ def test_ineffective_flags_warn_once(recwarn):
     texts = [str(w.message) for w in caught]
     assert sum("--http-proxy has no effect here" in t for t in texts) == 1
     assert sum("--sglang-mem-fraction-static has no effect here" in t for t in texts) == 1
+
+
+@pytest.mark.parametrize("backend", ["fsdp", "megatron"])
+def test_megatron_only_flags_warn_under_fsdp_only(backend):
+    import warnings
+
+    from slime.train import effects
+    from slime.train.driver import parse_job_args
+
+    effects._warned.clear()
+    flags = ["--train-backend", backend, "--data-pad-size-multiplier", "64", "--train-cuda-graphs"]
+    flags += ["--use-dynamic-batch-size", "--max-tokens-per-gpu", "512"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        parse_job_args([*BASE, *flags], async_loop=False, env=CPU)
+    texts = [str(w.message) for w in caught]
+    warned = [
+        f
+        for f in ("--data-pad-size-multiplier", "--train-cuda-graphs")
+        if any(f"{f} has no effect" in t for t in texts)
+    ]
+    assert warned == (["--data-pad-size-multiplier", "--train-cuda-graphs"] if backend == "fsdp" else [])

@@ -1,4 +1,5 @@
-"""Scenario: Megatron's compiled SwiGLU and bias-dropout-add fusions train exactly like the eager layers.
+"""Scenario: Megatron's compiled SwiGLU and bias-dropout-add fusions, with the local spec's compiled RMSNorm and
+packed RoPE (`slime.megatron.fused_elementwise`, on with them), train exactly like the eager layers.
 
 On accelerators next to TransformerEngine `transformer_overrides` turns them on (Megatron's defaults); the CPU and
 the local spec keep them off, so this world forces them on (through the module attribute `slime.megatron.model`
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import torch
 
 
 def fused_elementwise(*, out_dir: Path, model_dir: str) -> dict[str, Any]:
@@ -25,8 +28,9 @@ def fused_elementwise(*, out_dir: Path, model_dir: str) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for fused in (False, True):
 
-        def overrides(ns, *, on_cpu: bool, _fused: bool = fused) -> dict[str, Any]:
-            return {**original(ns, on_cpu=on_cpu), "bias_activation_fusion": _fused, "bias_dropout_fusion": _fused}
+        def overrides(ns, *, on_cpu: bool, fused_elementwise: bool = False, _fused: bool = fused) -> dict[str, Any]:
+            base = original(ns, on_cpu=on_cpu, fused_elementwise=fused_elementwise)
+            return {**base, "bias_activation_fusion": _fused, "bias_dropout_fusion": _fused}
 
         training_configs.transformer_overrides = overrides
         try:
@@ -36,6 +40,8 @@ def fused_elementwise(*, out_dir: Path, model_dir: str) -> dict[str, Any]:
         config = policy.stack.modules[0].config
         key = "fused" if fused else "eager"
         _check(result, f"{key}_config", lambda c=config: (c.bias_activation_fusion, c.bias_dropout_fusion))
+        _check(result, f"{key}_norms", lambda p=policy: sorted({type(m).__name__ for m in p.stack.modules[0].modules()
+                                                                  if isinstance(m, torch.nn.RMSNorm)}))  # fmt: skip
         _check(result, f"{key}_step", lambda p=policy: dict(p.train(0, batch)))
         _check(result, f"{key}_weights", lambda p=policy: _export(p))
         _megatron_globals.reset_model_parallel()

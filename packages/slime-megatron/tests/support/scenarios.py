@@ -80,6 +80,27 @@ def _raw_logits(policy, batch) -> dict[str, Any]:
     return {"logits": logits, "cu_seqlens": mb.cu_seqlens, "megatron_thd_rope_calls": len(thd_calls)}
 
 
+def _static_row_logits(policy, batch) -> dict[str, Any]:
+    """The row the CUDA graphs capture (`slime.megatron.cuda_graphs`: padded to a fixed token count, `cu_seqlens`
+    padded with empty sequences, a constant `max_seqlen`), run eagerly here: logits of the real tokens, gathered."""
+    from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
+
+    from slime.megatron.cuda_graphs import StaticRowModel, sequence_slots, static_row
+    from slime.megatron.packing import PackedMicroBatch
+
+    mb = PackedMicroBatch.build(batch.samples, range(len(batch.samples)), pad_multiple=8, device=torch.device("cpu"))
+    tokens = mb.tokens.size(1) + 40  # 40 more padding tokens, one more padding sequence
+    out = {}
+    for slots in (sequence_slots(mb.cu_seqlens.numel()), 64):
+        row = static_row(mb, tokens, slots)
+        module = StaticRowModel(policy.stack.models[0], tokens).eval()
+        with torch.no_grad():
+            logits = gather_from_tensor_model_parallel_region(module(*row))[0]
+        module.train()
+        out[slots] = {"logits": logits[: mb.num_tokens, : policy.stack.bridge.vocab_size].clone(), "row": row}
+    return out
+
+
 def _vocab_parallel_vs_single(policy) -> dict[str, float]:
     """vocab_parallel_log_probs over this TP group vs slime.loss on the gathered logits (values and grads)."""
     from megatron.core import parallel_state as mpu
@@ -140,6 +161,7 @@ def suite(
     batch = random_batch(8, seed=1)
     result: dict[str, Any] = {"world_size": dist.get_world_size(), "batch": batch}
     _check(result, "logits", lambda: _raw_logits(policy, batch))
+    _check(result, "static_row", lambda: _static_row_logits(policy, batch))
     _check(result, "vocab_parallel", lambda: _vocab_parallel_vs_single(policy))
     _check(result, "export_initial", lambda: _export(policy))
     _check(result, "log_probs", lambda: {m: policy.compute_log_probs(batch, model=m) for m in ("actor", "ref")})

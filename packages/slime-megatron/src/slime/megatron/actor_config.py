@@ -27,6 +27,9 @@ class ActorConfig:
     """Pack micro-batches by tokens (`max_tokens_per_gpu`) instead of `--micro-batch-size` samples."""
     max_tokens_per_gpu: int | None = None
     """Token cap of a packed micro-batch with dynamic batch size; a longer sample gets a micro-batch alone."""
+    train_cuda_graphs: bool = False
+    """Replay CUDA graphs of the model's forward and backward for training micro-batches, each padded to
+    `max_tokens_per_gpu` (`slime.megatron.cuda_graphs`; not a slime flag). Needs dynamic batch size."""
     log_probs_max_tokens_per_gpu: int | None = None
     """Token cap for the forward-only log-prob passes (default: `max_tokens_per_gpu`). Unlike slime, it is used."""
     data_pad_size_multiplier: int = 128
@@ -61,6 +64,11 @@ class ActorConfig:
             raise ConfigError(
                 f"`max_tokens_per_gpu` is {self.max_tokens_per_gpu!r} with `use_dynamic_batch_size`; "
                 "set --max-tokens-per-gpu (e.g. 4608) or drop --use-dynamic-batch-size."
+            )
+        if self.train_cuda_graphs and not self.use_dynamic_batch_size:
+            raise ConfigError(
+                "`train_cuda_graphs` pads every micro-batch to --max-tokens-per-gpu: add --use-dynamic-batch-size "
+                "and --max-tokens-per-gpu, or drop --train-cuda-graphs."
             )
         for name in ("max_tokens_per_gpu", "log_probs_max_tokens_per_gpu", "num_steps_per_rollout"):
             value = getattr(self, name)

@@ -18,6 +18,7 @@ import torch.distributed as dist
 
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from slime.megatron import _megatron_globals as mg
+from slime.megatron.cuda_graphs import TrainGraphs
 from slime.megatron.packing import PackedMicroBatch
 from slime.megatron.vocab_parallel import vocab_parallel_log_probs
 
@@ -38,9 +39,31 @@ class HeadSpec:
     with_entropy: bool = False
 
 
+class _SelectRows(torch.autograd.Function):
+    """`x.index_select(0, index)` for an index without repeats (a logit row predicts at most one token), whose backward
+    copies the rows' gradients instead of adding them: torch's (`index_add_`) adds with bf16 atomics, 2 ms per 4k
+    micro-batch of 152k-wide logit rows on an H100, 2.5 % of the 0.6B shape's step."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        ctx.save_for_backward(index)
+        ctx.shape = x.shape
+        return x.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
+        (index,) = ctx.saved_tensors
+        return grad.new_zeros(ctx.shape).index_copy_(0, index, grad), None
+
+
+def select_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows `index` (no repeats) of `x`, differentiable."""
+    return _SelectRows.apply(x, index)
+
+
 def head_outputs(output: torch.Tensor, mb: PackedMicroBatch, head: HeadSpec) -> dict[str, torch.Tensor]:
     """Response-token results of one micro-batch from the model output `[1, T, V/tp]` (or `[1, T, 1]`)."""
-    rows = output[0].index_select(0, mb.logit_index)
+    rows = select_rows(output[0], mb.logit_index)
     if head.kind == "critic":
         return {"values": rows[:, 0].float()}
     vocab_start = mg.tp_rank() * rows.size(-1)
@@ -60,15 +83,18 @@ def head_outputs(output: torch.Tensor, mb: PackedMicroBatch, head: HeadSpec) -> 
     return out
 
 
-def _forward_step_factory(head: HeadSpec, loss_fn: LossFn | None):
+def _forward_step_factory(head: HeadSpec, loss_fn: LossFn | None, graphs: TrainGraphs | None):
     def forward_step(data_iterator, model):
         mb: PackedMicroBatch = next(data_iterator)
-        output = model(
-            input_ids=mb.tokens,
-            position_ids=mb.position_ids,
-            attention_mask=None,
-            packed_seq_params=mb.packed_seq_params,
-        )
+        if graphs is not None and graphs.accepts(mb):
+            output = graphs(mb)
+        else:
+            output = model(
+                input_ids=mb.tokens,
+                position_ids=mb.position_ids,
+                attention_mask=None,
+                packed_seq_params=mb.packed_seq_params,
+            )
 
         def loss_func(output_tensor: torch.Tensor):
             outputs = head_outputs(output_tensor, mb, head)
@@ -83,10 +109,12 @@ def _forward_step_factory(head: HeadSpec, loss_fn: LossFn | None):
     return forward_step
 
 
-def _run(stack, batches: Sequence[PackedMicroBatch], head: HeadSpec, loss_fn: LossFn | None) -> list[dict]:
+def _run(
+    stack, batches: Sequence[PackedMicroBatch], head: HeadSpec, loss_fn: LossFn | None, graphs: TrainGraphs | None
+) -> list[dict]:
     seq_length = max(int(mb.tokens.size(1)) for mb in batches)
     return get_forward_backward_func()(
-        forward_step_func=_forward_step_factory(head, loss_fn),
+        forward_step_func=_forward_step_factory(head, loss_fn, graphs),
         data_iterator=iter(batches),
         model=stack.models,
         num_microbatches=len(batches),
@@ -102,7 +130,7 @@ def forward_only(stack, batches: Sequence[PackedMicroBatch], head: HeadSpec) -> 
     for model in stack.models:
         model.eval()
     try:
-        store = _run(stack, batches, head, None) if batches else []
+        store = _run(stack, batches, head, None, None) if batches else []
     finally:
         for model in stack.models:
             model.train()
@@ -125,7 +153,9 @@ def _broadcast_from_last_stage(results: dict[int, dict[str, torch.Tensor]]) -> d
 
 
 def forward_backward(
-    stack, batches: Sequence[PackedMicroBatch], head: HeadSpec, loss_fn: LossFn
+    stack, batches: Sequence[PackedMicroBatch], head: HeadSpec, loss_fn: LossFn, graphs: TrainGraphs | None = None
 ) -> list[dict[str, Any]]:
-    """Accumulate gradients of `loss_fn` over `batches`; returns each micro-batch's metrics (last stage only)."""
-    return _run(stack, batches, head, loss_fn)
+    """Accumulate gradients of `loss_fn` over `batches`; returns each micro-batch's metrics (last stage only).
+
+    With `graphs` the model's forward and backward replay captured CUDA graphs (`slime.megatron.cuda_graphs`)."""
+    return _run(stack, batches, head, loss_fn, graphs)

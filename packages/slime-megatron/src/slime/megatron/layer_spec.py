@@ -8,7 +8,8 @@ works on GPUs without TE (and on CPU in tests):
   (`slime.megatron.packed_rope`);
 - every RMSNorm -> `TorchRMSNorm`, a `torch.nn.RMSNorm` whose weight carries Megatron's `sequence_parallel`
   attribute, so `--sequence-parallel` works (Megatron's `WrappedTorchNorm` asserts it off without Apex/TE, while
-  `finalize_model_grads` already knows how to all-reduce such weights' gradients over TP).
+  `finalize_model_grads` already knows how to all-reduce such weights' gradients over TP). With the compiled
+  fusions on (`slime.megatron.fused_elementwise`) it is the compiled `CompiledRMSNorm`.
 
 It does not pick kernels for MoE experts beyond what the local spec offers (sequential experts).
 """
@@ -24,6 +25,7 @@ from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 from megatron.core.transformer.attention import SelfAttention
 from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
 from slime.megatron.core_attention import VarlenCoreAttention
+from slime.megatron.fused_elementwise import CompiledRMSNorm, elementwise_fused
 from slime.megatron.packed_rope import PackedRopeSelfAttention
 
 
@@ -46,7 +48,8 @@ class TorchRMSNorm:
     ) -> torch.nn.RMSNorm:
         if config.normalization != "RMSNorm" or config.layernorm_zero_centered_gamma:
             raise NotImplementedError("the local spec supports RMSNorm without zero-centred gamma only")
-        norm = torch.nn.RMSNorm(hidden_size, eps=eps, dtype=config.params_dtype)
+        kind = CompiledRMSNorm if elementwise_fused(config) else torch.nn.RMSNorm
+        norm = kind(hidden_size, eps=eps, dtype=config.params_dtype)
         # finalize_model_grads sums over TP the grads of weights flagged so: each TP rank saw a sequence shard.
         norm.weight.sequence_parallel = config.sequence_parallel
         return norm

@@ -51,15 +51,20 @@ class ModelStack:
         return self.bridge.config
 
 
-def build_bridge(ns: argparse.Namespace, hf_config: Any) -> tuple[ModelBridge, argparse.Namespace]:
-    """Resolve the shape against `hf_config` and build the mbridge adapter (parallel state must exist)."""
+def build_bridge(
+    ns: argparse.Namespace, hf_config: Any, *, fused_elementwise: bool = False
+) -> tuple[ModelBridge, argparse.Namespace]:
+    """Resolve the shape against `hf_config` and build the mbridge adapter (parallel state must exist);
+    `fused_elementwise`: see `training_configs.transformer_overrides`."""
     resolved = resolve_model_shape(ns, hf_config)
     use_te = None if resolved.transformer_impl == "transformer_engine" else False
     divisor = resolved.make_vocab_size_divisible_by * resolved.tensor_model_parallel_size
     bridge = ModelBridge(
         text_config(hf_config),
         dtype=training_configs.params_dtype(resolved),
-        transformer_overrides=training_configs.transformer_overrides(resolved, on_cpu=mg.device().type == "cpu"),
+        transformer_overrides=training_configs.transformer_overrides(
+            resolved, on_cpu=mg.device().type == "cpu", fused_elementwise=fused_elementwise
+        ),
         make_vocab_size_divisible_by=divisor,
         use_transformer_engine=use_te,
     )
@@ -72,9 +77,11 @@ def build_model_stack(
     *,
     with_optimizer: bool = True,
     post_build: Callable[[torch.nn.Module], None] | None = None,
+    fused_elementwise: bool = False,
 ) -> ModelStack:
-    """Build, place and wrap the model for this rank; `post_build` may swap heads before wrapping (critic)."""
-    bridge, resolved = build_bridge(ns, hf_config)
+    """Build, place and wrap the model for this rank; `post_build` may swap heads before wrapping (critic);
+    `fused_elementwise`: see `training_configs.transformer_overrides`."""
+    bridge, resolved = build_bridge(ns, hf_config, fused_elementwise=fused_elementwise)
     module = bridge.build(pre_process=mg.is_first_stage(), post_process=mg.is_last_stage())
     if post_build is not None:
         post_build(module)

@@ -24,6 +24,7 @@ from slime.megatron.actor_config import ActorConfig
 from slime.megatron.checkpoint import load_torch_dist, save_torch_dist
 from slime.megatron.checkpoint_layout import is_megatron_checkpoint
 from slime.megatron.critic import build_critic_stack
+from slime.megatron.cuda_graphs import TrainGraphs, check_train_graphs
 from slime.megatron.export import export_buckets
 from slime.megatron.forward import HeadSpec, forward_only
 from slime.megatron.load_plan import LoadPlan, Source, plan_loading, teacher_source
@@ -69,12 +70,23 @@ class MegatronPolicy:
         mg.initialize_model_parallel(training_configs.parallel_sizes(megatron_args))
         mg.seed_everything(megatron_args.seed)
         hf_config = AutoConfig.from_pretrained(actor.hf_checkpoint)
-        self.stack: ModelStack = build_model_stack(megatron_args, hf_config)
+        # under CUDA graphs the compiled elementwise fusions cost host time only at capture
+        self.stack: ModelStack = build_model_stack(megatron_args, hf_config, fused_elementwise=actor.train_cuda_graphs)
         self.args = self.stack.args
         self.critic: ModelStack | None = build_critic_stack(megatron_args, hf_config) if self.loss.use_critic else None
         self.backups = WeightBackups(self.stack.modules)
         self._offloaders = [Offloader(s) for s in (self.stack, self.critic) if s is not None]
+        self.graphs = self._train_graphs()
         self.start_rollout_id = self._load_initial()
+
+    def _train_graphs(self) -> TrainGraphs | None:
+        """The actor's CUDA graphs with `--train-cuda-graphs` (`slime.megatron.cuda_graphs`), else None."""
+        if not self.actor_config.train_cuda_graphs:
+            return None
+        check_train_graphs(self.stack.config, device=mg.device())
+        multiple = self._pad_multiple()
+        tokens = -(-self.actor_config.max_tokens_per_gpu // multiple) * multiple
+        return TrainGraphs(self.stack.models[0], tokens=tokens)
 
     # ----------------------------------------------------------------------------------------------- loading
     @property
@@ -320,7 +332,7 @@ class MegatronPolicy:
             )
             metrics |= {f"critic-{k}": v for k, v in critic_metrics.items()}  # slime: train/critic-value_loss
         head = self._head(with_entropy=self.loss.entropy_coef != 0 or self.actor_config.use_rollout_entropy)
-        metrics |= optimizer_step(self.stack, batches, head, actor_loss_fn(self.loss, inputs))
+        metrics |= optimizer_step(self.stack, batches, head, actor_loss_fn(self.loss, inputs), self.graphs)
         return metrics
 
     # ------------------------------------------------------------------------------- checkpoints & weights
@@ -364,6 +376,8 @@ class MegatronPolicy:
 
     def offload(self) -> dict[str, float]:
         """Free accelerator memory of the actor (and critic); returns figures (`perf/offload_*`)."""
+        if self.graphs is not None:  # their memory pool is freed, and the restored weights get new addresses
+            self.graphs.reset()
         return summed_figures(o.offload() for o in self._offloaders)
 
     def onload(self) -> dict[str, float]:

@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 
 from slime.megatron import _megatron_globals as mg
+from slime.megatron.cuda_graphs import TrainGraphs
 from slime.megatron.forward import HeadSpec, LossFn, forward_backward
 from slime.megatron.host_to_device import to_device
 from slime.megatron.packing import PackedMicroBatch, gather_response_values
@@ -91,12 +92,15 @@ def critic_loss_fn(loss_config, inputs: StepInputs) -> LossFn:
     return loss_fn
 
 
-def optimizer_step(stack, batches: Sequence[PackedMicroBatch], head: HeadSpec, loss_fn: LossFn) -> dict[str, float]:
-    """Zero grads, accumulate over `batches`, step the optimizer and the LR schedule; returns step metrics."""
+def optimizer_step(
+    stack, batches: Sequence[PackedMicroBatch], head: HeadSpec, loss_fn: LossFn, graphs: TrainGraphs | None = None
+) -> dict[str, float]:
+    """Zero grads, accumulate over `batches` (through `graphs` if given), step the optimizer and the LR schedule;
+    returns step metrics."""
     for model in stack.models:
         model.zero_grad_buffer()
     stack.optimizer.zero_grad()
-    per_micro_batch = forward_backward(stack, batches, head, loss_fn)
+    per_micro_batch = forward_backward(stack, batches, head, loss_fn, graphs)
     update_ok, grad_norm, _ = stack.optimizer.step()
     if update_ok:
         stack.scheduler.step(increment=1)

@@ -45,8 +45,12 @@ def params_dtype(ns: argparse.Namespace) -> torch.dtype:
     return torch.bfloat16 if ns.bf16 else torch.float16 if ns.fp16 else torch.float32
 
 
-def transformer_overrides(ns: argparse.Namespace, *, on_cpu: bool) -> dict[str, Any]:
-    """`TransformerConfig` fields from flags; the model shape itself comes from the HF config through mbridge."""
+def transformer_overrides(ns: argparse.Namespace, *, on_cpu: bool, fused_elementwise: bool = False) -> dict[str, Any]:
+    """`TransformerConfig` fields from flags; the model shape itself comes from the HF config through mbridge.
+
+    `fused_elementwise` asks for the compiled elementwise fusions on an accelerator even without TE: under CUDA
+    graphs (`slime.megatron.cuda_graphs`) the host cost that makes them lose in eager mode is paid once, at capture.
+    """
     if ns.virtual_pipeline_model_parallel_size is not None:
         raise ConfigError("--virtual-pipeline-model-parallel-size is not supported yet; leave it unset.")
     explicit = getattr(ns, "explicit", frozenset())
@@ -55,8 +59,9 @@ def transformer_overrides(ns: argparse.Namespace, *, on_cpu: bool) -> dict[str, 
     # them and 22.3k without (`ci/gpu/megatron/device.sh fusions`), because that step is bound by the host, and each
     # compiled call's guards outweigh the kernels it saves. The CPU stays eager too (inductor would compile C++ in
     # every test world). GELU models keep the unfused activation. Softmax, rope and gradient-accumulation fusions
-    # need apex / TE kernels: off.
-    fused = not on_cpu and transformer_engine_available()
+    # need apex / TE kernels: off. `bias_dropout_fusion` also switches the local spec's compiled RMSNorm and packed
+    # RoPE (`slime.megatron.fused_elementwise`).
+    fused = not on_cpu and (transformer_engine_available() or fused_elementwise)
     overrides: dict[str, Any] = {
         "sequence_parallel": bool(ns.sequence_parallel and ns.tensor_model_parallel_size > 1),
         "variable_seq_lengths": True,

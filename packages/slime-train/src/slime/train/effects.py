@@ -19,7 +19,6 @@ NO_EFFECT: dict[str, str] = {
     "record_memory_history": "CUDA memory snapshots are not recorded by this implementation",
     "profile_target": "use torch.profiler / py-spy around `slime-train`; there is no built-in profiler switch",
     "qwen_gdn_backend": "gated-delta-net kernels are not part of the supported model families yet",
-    "data_pad_size_multiplier": "packed micro-batches are not padded by this implementation",
     "rollout_task_type": "it configures slime's legacy external rollout buffer",
     "min_batch_collection_ratio": "it configures slime's legacy external rollout buffer",
     "fetch_trajectory_retry_times": "it configures slime's legacy external rollout buffer",
@@ -28,6 +27,11 @@ NO_EFFECT: dict[str, str] = {
 """Accepted for script compatibility; never changes behaviour."""
 
 FSDP_ONLY = ("lora_rank", "lora_alpha", "target_modules")
+MEGATRON_ONLY = {
+    "data_pad_size_multiplier": "the fsdp backend does not pad its packed micro-batches",
+    "train_cuda_graphs": "CUDA graphs of the train step are implemented by the Megatron actor only",
+}
+"""Flags that only the Megatron actor reads, and why the fsdp backend ignores each."""
 LOCAL_ENGINE_IGNORES = ("offload_rollout",)
 ROLLOUT_READS = frozenset({"--sglang-enable-deterministic-inference"})
 """SGLang flags slime's rollout reads itself (per-sample `sampling_seed`s), so they act on the local engine too."""
@@ -51,6 +55,9 @@ def warn_ineffective(args: argparse.Namespace, explicit: Iterable[str], sglang_a
     if args.train_backend != "fsdp":
         for attr in sorted(explicit & set(FSDP_ONLY)):
             _warn(attr, f"LoRA is implemented by the fsdp backend, not by --train-backend {args.train_backend}")
+    if args.train_backend == "fsdp":
+        for attr in sorted(explicit & MEGATRON_ONLY.keys()):
+            _warn(attr, MEGATRON_ONLY[attr])
     if args.rollout_engine == "local":
         engine_flags = sorted({t.split("=", 1)[0] for t in sglang_argv if t.startswith("--sglang-")} - ROLLOUT_READS)
         for flag in engine_flags:
