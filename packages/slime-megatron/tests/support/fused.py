@@ -1,5 +1,6 @@
 """Scenario: Megatron's compiled SwiGLU and bias-dropout-add fusions, with the local spec's compiled RMSNorm and
-packed RoPE (`slime.megatron.fused_elementwise`, on with them), train exactly like the eager layers.
+packed RoPE (`slime.megatron.fused_elementwise`, on with them; run inside its static region as under CUDA graphs),
+train exactly like the eager layers.
 
 On accelerators next to TransformerEngine `transformer_overrides` turns them on (Megatron's defaults); the CPU and
 the local spec keep them off, so this world forces them on (through the module attribute `slime.megatron.model`
@@ -42,7 +43,16 @@ def fused_elementwise(*, out_dir: Path, model_dir: str) -> dict[str, Any]:
         _check(result, f"{key}_config", lambda c=config: (c.bias_activation_fusion, c.bias_dropout_fusion))
         _check(result, f"{key}_norms", lambda p=policy: sorted({type(m).__name__ for m in p.stack.modules[0].modules()
                                                                   if isinstance(m, torch.nn.RMSNorm)}))  # fmt: skip
-        _check(result, f"{key}_step", lambda p=policy: dict(p.train(0, batch)))
+        _check(result, f"{key}_step", lambda p=policy: _train_step(p, batch))
         _check(result, f"{key}_weights", lambda p=policy: _export(p))
         _megatron_globals.reset_model_parallel()
     return result
+
+
+def _train_step(policy, batch) -> dict[str, Any]:
+    """One step inside `static_region()`, so the compiled RMSNorm and rotation run too (on the CPU through inductor's
+    C++ backend); the CPU's varying micro-batch lengths recompile them, which the CUDA graphs' static shapes avoid."""
+    from slime.megatron.fused_elementwise import static_region
+
+    with static_region(), torch._dynamo.config.patch(recompile_limit=64):
+        return dict(policy.train(0, batch))

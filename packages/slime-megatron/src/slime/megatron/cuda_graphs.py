@@ -31,6 +31,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from slime.megatron.fused_elementwise import static_region
 from slime.megatron.packed_rope import PackedSeqParamsWithPositions
 from slime.megatron.packing import PackedMicroBatch
 from slime.types import ConfigError
@@ -128,20 +129,21 @@ class _Captured:
         def run() -> torch.Tensor:
             return functional_call(row_model, dict(zip(names, aliases, strict=True)), self.inputs)
 
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(warmup):
-                out = run()
-                torch.autograd.grad(out, aliases, torch.empty_like(out), allow_unused=True)
-                del out
-        torch.cuda.current_stream().wait_stream(side)
-        self.forward_graph, self.backward_graph = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.forward_graph, pool=pool):
-            self.output = run()
-        self.grad_output = torch.empty_like(self.output)
-        with torch.cuda.graph(self.backward_graph, pool=pool):
-            self.grads = torch.autograd.grad(self.output, aliases, self.grad_output, allow_unused=True)
+        with static_region():  # the compiled elementwise kernels (`slime.megatron.fused_elementwise`)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(warmup):
+                    out = run()
+                    torch.autograd.grad(out, aliases, torch.empty_like(out), allow_unused=True)
+                    del out
+            torch.cuda.current_stream().wait_stream(side)
+            self.forward_graph, self.backward_graph = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.forward_graph, pool=pool):
+                self.output = run()
+            self.grad_output = torch.empty_like(self.output)
+            with torch.cuda.graph(self.backward_graph, pool=pool):
+                self.grads = torch.autograd.grad(self.output, aliases, self.grad_output, allow_unused=True)
         self.output = self.output.detach()
 
     def __call__(self, row: tuple[torch.Tensor, ...]) -> torch.Tensor:

@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 
-from megatron.core.models.common.embeddings.rope_utils import _rotate_half
 from megatron.core.models.common.embeddings.yarn_rotary_pos_embedding import _yarn_get_concentration_factor_from_config
 from megatron.core.packed_seq_params import PackedSeqParams
 from megatron.core.transformer.attention import SelfAttention
@@ -87,10 +86,7 @@ def rotate_packed(
         rot_dim = freqs.shape[-1]
         t = tensor.unsqueeze(1)  # [T, 1, h, d]: the bshd layout Megatron's rotate-half expects
         head, rest = t[..., :rot_dim], t[..., rot_dim:]
-        if elementwise_fused(config):
-            out = rotate(head, cos, sin, config.rotary_interleaved)
-        else:
-            out = (head * cos) + (_rotate_half(head, config.rotary_interleaved) * sin)
+        out = rotate(head, cos, sin, config.rotary_interleaved, compiled=elementwise_fused(config))
         if rest.size(-1):
             out = torch.cat((out, rest), dim=-1)
         rotated.append(out.squeeze(1))
