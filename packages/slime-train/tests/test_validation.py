@@ -161,3 +161,18 @@ def test_megatron_only_flags_warn_under_fsdp_only(backend):
         if any(f"{f} has no effect" in t for t in texts)
     ]
     assert warned == (["--data-pad-size-multiplier", "--train-cuda-graphs"] if backend == "fsdp" else [])
+
+
+def test_cuda_graphs_with_colocate_warn_of_the_recapture():
+    import warnings
+
+    from slime.train import effects
+    from slime.train.driver import parse_job_args
+
+    effects._warned.clear()
+    flags = ["--train-backend", "megatron", "--train-cuda-graphs", "--use-dynamic-batch-size", "--max-tokens-per-gpu"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        parse_job_args([*BASE, *flags, "512", "--colocate"], async_loop=False, env=CPU)
+    texts = [str(w.message) for w in caught]
+    assert any("--train-cuda-graphs with --colocate: every offload moves the weights" in t for t in texts), texts
