@@ -107,6 +107,34 @@ class StaticRowModel(torch.nn.Module):
         return self.model(input_ids=input_ids, position_ids=position_ids, attention_mask=None, packed_seq_params=params)
 
 
+class GradRows:
+    """The captured backward's input, the gradient of the `[1, T, V]` output, written in place by the loss's row
+    selection (`slime.megatron.forward.select_rows`): only the selected rows are nonzero, so each write zeroes the
+    rows of the previous one instead of the whole buffer (1.2 GB at 4k tokens x 152k vocabulary), and the replay
+    needs no copy."""
+
+    def __init__(self, buffer: torch.Tensor) -> None:
+        self.buffer = buffer.zero_()
+        self._rows: torch.Tensor | None = None
+        self._dirty = False
+
+    def write(self, index: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """The buffer holding `grad` at rows `index` of `buffer[0]` and zeros elsewhere."""
+        rows = self.buffer[0]
+        if self._dirty:
+            self.buffer.zero_()
+            self._dirty = False
+        elif self._rows is not None:
+            rows.index_fill_(0, self._rows, 0)
+        rows.index_copy_(0, index, grad)
+        self._rows = index
+        return self.buffer
+
+    def overwritten(self) -> None:
+        """Someone else filled the buffer: the next write clears all of it."""
+        self._dirty, self._rows = True, None
+
+
 class _Captured:
     """One captured forward and backward of a `StaticRowModel` on a given `cu_seqlens` length.
 
@@ -145,6 +173,7 @@ class _Captured:
             with torch.cuda.graph(self.backward_graph, pool=pool):
                 self.grads = torch.autograd.grad(self.output, aliases, self.grad_output, allow_unused=True)
         self.output = self.output.detach()
+        self.grad_rows = GradRows(self.grad_output)
 
     def __call__(self, row: tuple[torch.Tensor, ...]) -> torch.Tensor:
         return _Replay.apply(self, *row, *self.params)
@@ -166,7 +195,9 @@ class _Replay(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output: torch.Tensor):  # noqa: ANN001, ANN205
         captured = ctx.captured
-        captured.grad_output.copy_(grad_output)
+        if grad_output.data_ptr() != captured.grad_output.data_ptr():  # not written in place by `GradRows`
+            captured.grad_output.copy_(grad_output)
+            captured.grad_rows.overwritten()
         captured.backward_graph.replay()
         grads = tuple(None if g is None else g.detach() for g in captured.grads)
         return (None, *([None] * ctx.num_row), *grads)
@@ -187,8 +218,9 @@ class TrainGraphs:
         """Whether `mb` fits the static layout (a sample longer than the cap runs eagerly)."""
         return mb.tokens.size(1) <= self.tokens
 
-    def __call__(self, mb: PackedMicroBatch) -> torch.Tensor:
-        """The model's output for `mb` (`[1, tokens, V/tp]`, rows past `mb`'s own are padding), differentiable."""
+    def __call__(self, mb: PackedMicroBatch) -> tuple[torch.Tensor, GradRows]:
+        """The model's output for `mb` (`[1, tokens, V/tp]`, rows past `mb`'s own are padding), differentiable, and
+        where the loss may write its gradient (`GradRows`)."""
         slots = sequence_slots(mb.cu_seqlens.numel())
         row = static_row(mb, self.tokens, slots)
         captured = self._captured.get(slots)
@@ -198,7 +230,7 @@ class TrainGraphs:
             warmup = WARMUP_ITERS if self.captures == 0 else 0
             captured = self._captured[slots] = _Captured(self._row_model, row, self._pool, warmup=warmup)
             self.captures += 1
-        return captured(row)
+        return captured(row), captured.grad_rows
 
     def reset(self) -> None:
         """Drop every graph and its memory pool (before the parameters' storage moves, or to free the memory)."""

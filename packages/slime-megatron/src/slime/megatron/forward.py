@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from slime.megatron import _megatron_globals as mg
-from slime.megatron.cuda_graphs import TrainGraphs
+from slime.megatron.cuda_graphs import GradRows, TrainGraphs
 from slime.megatron.packing import PackedMicroBatch
 from slime.megatron.vocab_parallel import vocab_parallel_log_probs
 
@@ -40,30 +40,38 @@ class HeadSpec:
 
 
 class _SelectRows(torch.autograd.Function):
-    """`x.index_select(0, index)` for an index without repeats (a logit row predicts at most one token), whose backward
-    copies the rows' gradients instead of adding them: torch's (`index_add_`) adds with bf16 atomics, 2 ms per 4k
-    micro-batch of 152k-wide logit rows on an H100, 2.5 % of the 0.6B shape's step."""
+    """`x[0].index_select(0, index)` of a `[1, T, ...]` model output, for an index without repeats (a logit row
+    predicts at most one token), whose backward copies the rows' gradients instead of adding them: torch's
+    (`index_add_`) adds with bf16 atomics, 2 ms per 4k micro-batch of 152k-wide logit rows on an H100, 2.5 % of the
+    0.6B shape's step. With a `sink` (a CUDA graph's `GradRows`) the gradient is written into the captured
+    backward's own input buffer, which saves zeroing a fresh `[T, V]` tensor and copying it there."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    def forward(ctx, x: torch.Tensor, index: torch.Tensor, sink: GradRows | None) -> torch.Tensor:  # noqa: ANN001
         ctx.save_for_backward(index)
-        ctx.shape = x.shape
-        return x.index_select(0, index)
+        ctx.shape, ctx.sink = x.shape, sink
+        return x[0].index_select(0, index)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
         (index,) = ctx.saved_tensors
-        return grad.new_zeros(ctx.shape).index_copy_(0, index, grad), None
+        if ctx.sink is not None:
+            return ctx.sink.write(index, grad), None, None
+        full = grad.new_zeros(ctx.shape)
+        full[0].index_copy_(0, index, grad)
+        return full, None, None
 
 
-def select_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Rows `index` (no repeats) of `x`, differentiable."""
-    return _SelectRows.apply(x, index)
+def select_rows(x: torch.Tensor, index: torch.Tensor, sink: GradRows | None = None) -> torch.Tensor:
+    """Rows `index` (no repeats) of the `[1, T, ...]` output `x`, differentiable (see `_SelectRows`)."""
+    return _SelectRows.apply(x, index, sink)
 
 
-def head_outputs(output: torch.Tensor, mb: PackedMicroBatch, head: HeadSpec) -> dict[str, torch.Tensor]:
+def head_outputs(
+    output: torch.Tensor, mb: PackedMicroBatch, head: HeadSpec, sink: GradRows | None = None
+) -> dict[str, torch.Tensor]:
     """Response-token results of one micro-batch from the model output `[1, T, V/tp]` (or `[1, T, 1]`)."""
-    rows = select_rows(output[0], mb.logit_index)
+    rows = select_rows(output, mb.logit_index, sink)
     if head.kind == "critic":
         return {"values": rows[:, 0].float()}
     vocab_start = mg.tp_rank() * rows.size(-1)
@@ -86,8 +94,9 @@ def head_outputs(output: torch.Tensor, mb: PackedMicroBatch, head: HeadSpec) -> 
 def _forward_step_factory(head: HeadSpec, loss_fn: LossFn | None, graphs: TrainGraphs | None):
     def forward_step(data_iterator, model):
         mb: PackedMicroBatch = next(data_iterator)
+        sink = None
         if graphs is not None and graphs.accepts(mb):
-            output = graphs(mb)
+            output, sink = graphs(mb)
         else:
             output = model(
                 input_ids=mb.tokens,
@@ -97,7 +106,7 @@ def _forward_step_factory(head: HeadSpec, loss_fn: LossFn | None, graphs: TrainG
             )
 
         def loss_func(output_tensor: torch.Tensor):
-            outputs = head_outputs(output_tensor, mb, head)
+            outputs = head_outputs(output_tensor, mb, head, sink)
             if loss_fn is None:  # forward-only: a zero "loss" and the detached results
                 zero = output_tensor.new_zeros(())
                 return zero, torch.tensor(1, dtype=torch.int), {k: v.detach() for k, v in outputs.items()}
