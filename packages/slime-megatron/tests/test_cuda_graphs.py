@@ -55,8 +55,9 @@ def test_sequence_slots_leave_room_for_the_padding_sequence(offsets: int, slots:
 
 def _config(**changes):
     base = dict(
-        pipeline_model_parallel_size=1, virtual_pipeline_model_parallel_size=None, num_moe_experts=None,
-        recompute_granularity=None, hidden_dropout=0.0, attention_dropout=0.0,
+        tensor_model_parallel_size=1, context_parallel_size=1, pipeline_model_parallel_size=1,
+        virtual_pipeline_model_parallel_size=None, num_moe_experts=None, recompute_granularity=None,
+        hidden_dropout=0.0, attention_dropout=0.0,
     )  # fmt: skip
     return SimpleNamespace(**(base | changes))
 
@@ -64,6 +65,8 @@ def _config(**changes):
 @pytest.mark.parametrize(
     ("changes", "needle"),
     [
+        ({"tensor_model_parallel_size": 2}, "--tensor-model-parallel-size=2"),
+        ({"context_parallel_size": 2}, "--context-parallel-size=2"),
         ({"pipeline_model_parallel_size": 2}, "--pipeline-model-parallel-size=2"),
         ({"virtual_pipeline_model_parallel_size": 2}, "--virtual-pipeline-model-parallel-size=2"),
         ({"num_moe_experts": 8}, "--num-moe-experts=8"),

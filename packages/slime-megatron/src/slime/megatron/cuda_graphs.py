@@ -20,7 +20,8 @@ parallelism, which interleaves them, is refused). The loss stays eager. The repl
 parameter's gradient to autograd, so Megatron's DDP hooks add them into the fp32 `main_grad` buffers exactly as in
 eager mode.
 
-Not covered, and refused by `check_train_graphs`: pipeline parallelism, MoE layers (token routing has data-dependent
+Not covered, and refused by `check_train_graphs`: tensor and context parallelism (not yet run on several GPUs),
+pipeline parallelism, MoE layers (token routing has data-dependent
 shapes), recomputation, dropout (the graph would replay one random mask). Forward-only passes (log-probs) stay
 eager. A micro-batch longer than `tokens` (one sample over the cap) runs eagerly. The captured graphs address the
 parameters' storage, so `reset()` must drop them when the weights move (the colocated offload does).
@@ -51,6 +52,9 @@ def check_train_graphs(config, *, device: torch.device) -> None:
     if device.type != "cuda":
         raise ConfigError(f"--train-cuda-graphs needs a CUDA device (the actor runs on {device.type}); {fix}.")
     refused = {
+        # not yet proven: a captured graph with tensor-parallel collectives inside has not run on several GPUs here
+        "tensor_model_parallel_size": (config.tensor_model_parallel_size, 1),
+        "context_parallel_size": (config.context_parallel_size, 1),
         "pipeline_model_parallel_size": (config.pipeline_model_parallel_size, 1),
         "virtual_pipeline_model_parallel_size": (config.virtual_pipeline_model_parallel_size, None),
         "num_moe_experts": (config.num_moe_experts, None),
