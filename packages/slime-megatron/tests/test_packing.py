@@ -60,3 +60,26 @@ def test_data_parallel_shards_cover_the_step_once() -> None:
         ):
             seen.extend(mb.sample_ids)
     assert sorted(seen) == ids
+
+
+def test_decreasing_first_fit_is_a_partition_within_the_cap_and_packs_tighter() -> None:
+    lengths = [
+        6,
+        5,
+        4,
+        3,
+        7,
+        2,
+    ]  # first fit in order: [6,4], [5,3,2], [7] -> 3; longest first: [7,3], [6,4], [5,2] -> 3
+    cap = 10
+    for decreasing in (False, True):
+        plan = plan_micro_batches(lengths, max_tokens_per_gpu=cap, micro_batch_size=None, decreasing=decreasing)
+        assert sorted(i for b in plan for i in b) == list(range(len(lengths)))
+        assert all(sum(lengths[i] for i in b) <= cap for b in plan) and all(b == sorted(b) for b in plan)
+    tight = [3, 3, 3, 7, 7, 7]  # in order: [3,3,3], [7], [7], [7] -> 4; longest first: [7,3] x 3 -> 3
+    assert len(plan_micro_batches(tight, max_tokens_per_gpu=10, micro_batch_size=None)) == 4
+    assert plan_micro_batches(tight, max_tokens_per_gpu=10, micro_batch_size=None, decreasing=True) == [
+        [0, 3],
+        [1, 4],
+        [2, 5],
+    ]

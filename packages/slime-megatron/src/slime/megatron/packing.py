@@ -22,13 +22,19 @@ from slime.types import ConfigError, TrainSample
 
 
 def plan_micro_batches(
-    lengths: Sequence[int], *, max_tokens_per_gpu: int | None, micro_batch_size: int | None
+    lengths: Sequence[int], *, max_tokens_per_gpu: int | None, micro_batch_size: int | None, decreasing: bool = False
 ) -> list[list[int]]:
-    """Group positions `0..len(lengths)-1` into micro-batches (dynamic packing wins when a token cap is set)."""
+    """Group positions `0..len(lengths)-1` into micro-batches (dynamic packing wins when a token cap is set).
+
+    Dynamic packing is slime's first fit in sample order; with `decreasing`, first fit over the samples longest
+    first, which usually needs fewer micro-batches. `--train-cuda-graphs` uses it: there every micro-batch is padded
+    to the cap, so one micro-batch fewer is 1/n of the step's work (the 0.6B bench batch at 4k: 15 instead of 16)."""
     if max_tokens_per_gpu is not None:
         from slime.buffer import pack_micro_batches
 
-        return [list(b) for b in pack_micro_batches(list(lengths), max_tokens_per_gpu)]
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i]) if decreasing else list(range(len(lengths)))
+        packed = pack_micro_batches([lengths[i] for i in order], max_tokens_per_gpu)
+        return [sorted(order[j] for j in b) for b in packed]
     if not micro_batch_size:
         raise ConfigError("set --max-tokens-per-gpu (with --use-dynamic-batch-size) or --micro-batch-size.")
     n = len(lengths)
@@ -146,12 +152,17 @@ def local_micro_batches(
     micro_batch_size: int | None,
     pad_multiple: int,
     device: torch.device,
+    decreasing: bool = False,
 ) -> list[PackedMicroBatch]:
-    """This data-parallel rank's packed micro-batches for the samples `sample_ids` of `samples`."""
+    """This data-parallel rank's packed micro-batches for the samples `sample_ids` of `samples` (`decreasing`: see
+    `plan_micro_batches`)."""
     lengths = [samples[i].total_length for i in sample_ids]
     mine = [sample_ids[j] for j in split_for_data_parallel(lengths, dp_size)[dp_rank]]
     plan = plan_micro_batches(
-        [samples[i].total_length for i in mine], max_tokens_per_gpu=tokens_cap, micro_batch_size=micro_batch_size
+        [samples[i].total_length for i in mine],
+        max_tokens_per_gpu=tokens_cap,
+        micro_batch_size=micro_batch_size,
+        decreasing=decreasing,
     )
     batches = []
     for positions in plan:

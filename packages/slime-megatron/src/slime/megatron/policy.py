@@ -187,6 +187,7 @@ class MegatronPolicy:
             micro_batch_size=self.args.micro_batch_size,
             pad_multiple=self._pad_multiple(),
             device=mg.device(),
+            decreasing=train and self.graphs is not None,  # padded to the cap: fewer micro-batches, less work
         )
 
     @contextlib.contextmanager
