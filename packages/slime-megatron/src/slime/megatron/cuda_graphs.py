@@ -100,14 +100,7 @@ class StaticRowModel(torch.nn.Module):
         self.tokens = tokens
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
-        params = PackedSeqParamsWithPositions(
-            qkv_format="thd",
-            cu_seqlens_q=cu_seqlens,
-            cu_seqlens_kv=cu_seqlens,
-            max_seqlen_q=self.tokens,
-            max_seqlen_kv=self.tokens,
-            positions=position_ids[0],
-        )
+        params = PackedSeqParamsWithPositions.for_row(cu_seqlens, self.tokens, position_ids[0])
         return self.model(input_ids=input_ids, position_ids=position_ids, attention_mask=None, packed_seq_params=params)
 
 
@@ -189,7 +182,8 @@ class _Replay(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, captured: _Captured, *inputs: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
-        for static, given in zip(captured.inputs, inputs, strict=False):  # the row; the parameters are in place
+        row = inputs[: len(captured.inputs)]  # then the parameters, read in place by the graph
+        for static, given in zip(captured.inputs, row, strict=True):
             static.copy_(given)
         captured.forward_graph.replay()
         ctx.captured, ctx.num_row = captured, len(captured.inputs)

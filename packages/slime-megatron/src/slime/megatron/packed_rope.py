@@ -43,6 +43,20 @@ class PackedSeqParamsWithPositions(PackedSeqParams):
     """The row's cos / sin per frequency table, computed by the first layer and reused by the others (copies made
     with `dataclasses.replace` share it; a new row's parameters start empty)."""
 
+    @classmethod
+    def for_row(
+        cls, cu_seqlens: torch.Tensor, max_seqlen: int, positions: torch.Tensor
+    ) -> PackedSeqParamsWithPositions:
+        """THD parameters of one packed row (self-attention: the same offsets for queries and keys)."""
+        return cls(
+            qkv_format="thd",
+            cu_seqlens_q=cu_seqlens,
+            cu_seqlens_kv=cu_seqlens,
+            max_seqlen_q=max_seqlen,
+            max_seqlen_kv=max_seqlen,
+            positions=positions,
+        )
+
 
 class PackedRopeSelfAttention(SelfAttention):
     """Megatron's `SelfAttention`; for packed rows the core attention applies RoPE (see the module docstring)."""

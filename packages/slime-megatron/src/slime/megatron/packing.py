@@ -120,14 +120,7 @@ class PackedMicroBatch:
         """Megatron's `PackedSeqParams` for this row (THD format)."""
         from slime.megatron.packed_rope import PackedSeqParamsWithPositions  # lazy: the layout needs no megatron
 
-        return PackedSeqParamsWithPositions(
-            qkv_format="thd",
-            cu_seqlens_q=self.cu_seqlens,
-            cu_seqlens_kv=self.cu_seqlens,
-            max_seqlen_q=self.max_seqlen,
-            max_seqlen_kv=self.max_seqlen,
-            positions=self.position_ids[0],
-        )
+        return PackedSeqParamsWithPositions.for_row(self.cu_seqlens, self.max_seqlen, self.position_ids[0])
 
     def split_responses(self, values: torch.Tensor) -> list[torch.Tensor]:
         """Cut a `[R]` response-layout tensor into one tensor per sample (in `sample_ids` order)."""

@@ -58,14 +58,14 @@ def warn_ineffective(args: argparse.Namespace, explicit: Iterable[str], sglang_a
     explicit = set(explicit)
     for attr in sorted(explicit & NO_EFFECT.keys()):
         _warn(attr, NO_EFFECT[attr])
-    if args.train_backend != "fsdp":
-        for attr in sorted(explicit & set(FSDP_ONLY)):
-            _warn(attr, f"LoRA is implemented by the fsdp backend, not by --train-backend {args.train_backend}")
     if args.train_backend == "fsdp":
         for attr in sorted(explicit & MEGATRON_ONLY.keys()):
             _warn(attr, MEGATRON_ONLY[attr])
-    elif "train_cuda_graphs" in explicit and getattr(args, "colocate", False):
-        _warn("train_cuda_graphs", COLOCATED_GRAPHS, template="{flag} with --colocate: {why}.")
+    else:
+        for attr in sorted(explicit & set(FSDP_ONLY)):
+            _warn(attr, f"LoRA is implemented by the fsdp backend, not by --train-backend {args.train_backend}")
+        if "train_cuda_graphs" in explicit and getattr(args, "colocate", False):
+            _warn("train_cuda_graphs", COLOCATED_GRAPHS, template="{flag} with --colocate: {why}.")
     if args.rollout_engine == "local":
         engine_flags = sorted({t.split("=", 1)[0] for t in sglang_argv if t.startswith("--sglang-")} - ROLLOUT_READS)
         for flag in engine_flags:
