@@ -91,6 +91,12 @@ def build_policy(args: argparse.Namespace, hf_dir: str):
     argv = ["--tensor-model-parallel-size", str(args.tp), "--lr", "1e-6", "--micro-batch-size", "1"]
     if args.tp > 1 and args.sequence_parallel:
         argv.append("--sequence-parallel")
+    if args.no_wgrad_fusion:  # the A/B of slime.megatron.wgrad_fusion: Megatron's own linears
+        argv.append("--no-gradient-accumulation-fusion")
+    if args.full_logits:  # the A/B of slime.megatron.response_rows (eager path): logits for every row
+        from slime.megatron import response_rows
+
+        response_rows.applies = lambda gpt: False
     if args.fusions:  # Megatron's compiled SwiGLU / bias-dropout-add, which only TE's layers get by default: the A/B
         from slime.megatron import training_configs
 
@@ -282,6 +288,8 @@ def run_train(args: argparse.Namespace, hf_dir: str) -> dict[str, Any]:
         "attention": "FlashAttention-2 varlen" if torch.cuda.is_available() and not args.fp32 else "reference sdpa",
         "compiled_layers": args.compile_layers,
         "cuda_graphs": args.cuda_graphs,
+        "wgrad_fusion": not args.no_wgrad_fusion,
+        "response_row_logits": not args.full_logits,
         "graph_captures": policy.graphs.captures if policy.graphs is not None else None,
     }
     result["meets_goal_mfu_30"] = None if result["mfu_6n"] is None else result["mfu_6n"] >= 0.30
@@ -352,6 +360,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host-profile", help="cProfile one more step into this file, and count host-device syncs")
     p.add_argument("--cuda-graphs", action="store_true", help="train through --train-cuda-graphs")
     p.add_argument("--graph-check", action="store_true", help="first compare graphed and eager gradients")
+    p.add_argument("--no-wgrad-fusion", action="store_true", help="Megatron's linears (no fused wgrad accumulation)")
+    p.add_argument("--full-logits", action="store_true", help="eager: logits for every row, then select responses")
     p.add_argument("--compile-layers", action="store_true", help="torch.compile each decoder layer (dynamic shapes)")
     p.add_argument("--profile", default=None, help="train: profile one more step, write the op table here")
     p.add_argument("--checkpoint", default=None, help="reuse this HF folder instead of writing a random one")

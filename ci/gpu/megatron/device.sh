@@ -9,6 +9,9 @@
 #   host    one GPU: cProfile of one 4k step + host-device sync call sites       -> $OUT/train_host*.{json,txt}
 #   graphs  one GPU: --train-cuda-graphs: graphed vs eager gradients, then 4k (profiled) / 8k / 16k with graphs and
 #           4k eager in the same lease                     -> $OUT/train_graphs*.json, $OUT/train_eager_4096.json
+#   levers  one GPU: the step's optional speed-ups one by one at 4k: graphs (profiled) with and without the fused
+#           weight-gradient accumulation, eager with and without it and the response-row logits, then the GPU tests
+#           -> $OUT/levers_*.json, $OUT/gpu_tests.txt
 #   fusions one GPU: Megatron's compiled SwiGLU / bias-dropout-add vs eager (the default without TE)
 #           -> $OUT/train_{fused,eager}.json
 # `train` also profiles one more step (torch.profiler): the op table in $OUT/train_profile.txt, the top 25 in
@@ -48,6 +51,18 @@ case "${1:-all}" in
       python3 $B train --model $MODEL --checkpoint $C --cuda-graphs --max-tokens $T 2>> "$O/train.log" \
         | tee "$O/train_graphs_$T.json"
     done ;;
+  levers)  # issue #9: slime.megatron.wgrad_fusion and slime.megatron.response_rows, A/B in one lease
+    python3 $B train --model $MODEL --checkpoint $C --cuda-graphs --graph-check \
+      --profile "$O/levers_graphs_profile.txt" 2>> "$O/train.log" | tee "$O/levers_graphs.json"
+    python3 $B train --model $MODEL --checkpoint $C --cuda-graphs --no-wgrad-fusion 2>> "$O/train.log" \
+      | tee "$O/levers_graphs_no_wgrad_fusion.json"
+    python3 $B train --model $MODEL --checkpoint $C 2>> "$O/train.log" | tee "$O/levers_eager.json"
+    python3 $B train --model $MODEL --checkpoint $C --no-wgrad-fusion --full-logits 2>> "$O/train.log" \
+      | tee "$O/levers_eager_neither.json"
+    PYTHONPATH=$PYTHONPATH:testing python3 -m pytest -q -p no:cacheprovider \
+      packages/slime-megatron/tests/test_{vocab_parallel,fused_elementwise}.py \
+      packages/slime-megatron/tests/test_{core_attention_gpu,host_to_device,select_rows,wgrad_fusion}.py \
+      > "$O/gpu_tests.txt" 2>&1; tail -3 "$O/gpu_tests.txt" ;;
   sweep)  # micro-batch token budgets: where the step's throughput saturates (issue #9)
     for T in 4096 8192 16384; do
       python3 $B train --model $MODEL --checkpoint $C --max-tokens $T 2>> "$O/train.log" | tee "$O/train_$T.json"

@@ -23,6 +23,7 @@ def test_static_row_logits_equal_the_eager_row(suite: dict) -> None:
     real = sum(s.total_length for s in suite["batch"].samples)
     for slots, got in ok(suite, "static_row").items():
         ids, positions, cu = got["row"]
+        assert got["hidden_shape"][-1] < got["logits"].size(-1)  # the graph's output is the hidden states
         assert cu.numel() == slots + 1 and cu[-1].item() == ids.size(1) and positions.size(1) == ids.size(1)
         torch.testing.assert_close(got["logits"][:real], eager["logits"][:real], rtol=1e-5, atol=1e-5)
 
@@ -57,7 +58,7 @@ def _config(**changes):
     base = dict(
         tensor_model_parallel_size=1, context_parallel_size=1, pipeline_model_parallel_size=1,
         virtual_pipeline_model_parallel_size=None, num_moe_experts=None, recompute_granularity=None,
-        hidden_dropout=0.0, attention_dropout=0.0,
+        hidden_dropout=0.0, attention_dropout=0.0, mtp_num_layers=None,
     )  # fmt: skip
     return SimpleNamespace(**(base | changes))
 
@@ -70,6 +71,7 @@ def _config(**changes):
         ({"pipeline_model_parallel_size": 2}, "--pipeline-model-parallel-size=2"),
         ({"virtual_pipeline_model_parallel_size": 2}, "--virtual-pipeline-model-parallel-size=2"),
         ({"num_moe_experts": 8}, "--num-moe-experts=8"),
+        ({"mtp_num_layers": 1}, "--mtp-num-layers=1"),
         ({"recompute_granularity": "full"}, "--recompute-granularity='full'"),
         ({"hidden_dropout": 0.1}, "--hidden-dropout=0.1"),
         ({"attention_dropout": 0.1}, "--attention-dropout=0.1"),

@@ -44,6 +44,22 @@ def test_update_does_not_depend_on_micro_batching(suite: dict) -> None:
             assert runs[name]["metrics"][key] == pytest.approx(runs["one"]["metrics"][key], rel=1e-5, abs=1e-8)
 
 
+def test_response_row_logits_and_wgrad_fusion_keep_the_step(suite: dict) -> None:
+    runs = ok(suite, "fusions_ab")
+    fused, plain = runs["fused"], runs["plain"]
+    # the fused run took the fused paths: every linear of the tiny model's layers at TP1; at TP2 + sequence
+    # parallelism only the row-parallel ones (the column-parallel ones gather their input), and all logits
+    assert fused["accumulate_calls"] > 0 and plain["accumulate_calls"] == 0
+    assert fused["rows_first"] is (suite["world_size"] == 1) and plain["rows_first"] is False
+    for ours, theirs in zip(fused["log_probs"], plain["log_probs"], strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    step = max_abs_diff(plain["weights"], ok(suite, "checkpoint")["saved"])
+    assert step > 1e-5
+    assert max_abs_diff(fused["weights"], plain["weights"]) < 1e-3 * step
+    for key in ("train/loss", "train/kl_loss", "train/grad_norm"):
+        assert fused["metrics"][key] == pytest.approx(plain["metrics"][key], rel=1e-5, abs=1e-8)
+
+
 def test_offload_frees_and_onload_restores(suite: dict) -> None:
     result = ok(suite, "offload")
     assert result["freed"]

@@ -1,4 +1,4 @@
-"""slime.megatron.forward.select_rows: index_select's values and gradient, with a copying backward, also into a
+"""slime.megatron.response_rows.select_rows: index_select's values and gradient, with a copying backward, also into a
 CUDA graph's gradient buffer (`cuda_graphs.GradRows`, plain tensor code: checked here on the CPU)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from slime.megatron.cuda_graphs import GradRows
-from slime.megatron.forward import select_rows
+from slime.megatron.response_rows import select_rows
 
 
 class _Probe(torch.autograd.Function):

@@ -82,23 +82,64 @@ def _raw_logits(policy, batch) -> dict[str, Any]:
 
 def _static_row_logits(policy, batch) -> dict[str, Any]:
     """The row the CUDA graphs capture (`slime.megatron.cuda_graphs`: padded to a fixed token count, `cu_seqlens`
-    padded with empty sequences, a constant `max_seqlen`), run eagerly here: logits of the real tokens, gathered."""
+    padded with empty sequences, a constant `max_seqlen`; the model up to its final norm), run eagerly here, then the
+    output layer as the graphs' caller runs it (`response_rows.output_on_rows`): logits of the real tokens, gathered.
+    Under sequence parallelism the hidden states are split by sequence and the output layer gathers them itself."""
     from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
 
     from slime.megatron.cuda_graphs import StaticRowModel, sequence_slots, static_row
     from slime.megatron.packing import PackedMicroBatch
+    from slime.megatron.response_rows import gpt_model, output_on_rows
 
     mb = PackedMicroBatch.build(batch.samples, range(len(batch.samples)), pad_multiple=8, device=torch.device("cpu"))
     tokens = mb.tokens.size(1) + 40  # 40 more padding tokens, one more padding sequence
+    gpt = gpt_model(policy.stack.models[0])
     out = {}
     for slots in (sequence_slots(mb.cu_seqlens.numel()), 64):
         row = static_row(mb, tokens, slots)
         module = StaticRowModel(policy.stack.models[0], tokens).eval()
         with torch.no_grad():
-            logits = gather_from_tensor_model_parallel_region(module(*row))[0]
+            hidden = module(*row)
+            if gpt.config.sequence_parallel:
+                tied = gpt.shared_embedding_or_output_weight() if gpt.share_embeddings_and_output_weights else None
+                logits = gpt.output_layer(hidden.transpose(0, 1), weight=tied)[0]
+                logits = logits.transpose(0, 1)
+            else:
+                logits = output_on_rows(gpt, hidden[0])
+            logits = gather_from_tensor_model_parallel_region(logits)[0]
         module.train()
         out[slots] = {"logits": logits[: mb.num_tokens, : policy.stack.bridge.vocab_size].clone(), "row": row}
+        out[slots]["hidden_shape"] = tuple(hidden.shape)
     return out
+
+
+def _fusions_ab(policy, batch) -> dict[str, Any]:
+    """The same step (from the saved checkpoint) with the defaults, logits for response rows only
+    (`slime.megatron.response_rows`) and the gradient-accumulation fusion (`slime.megatron.wgrad_fusion`), and with
+    both switched off here: full logits then row selection, Megatron's own linears. Log-probs, metrics and the update
+    must agree; the fused run must have taken the fused path."""
+    from slime.megatron import response_rows, wgrad_fusion
+
+    applies, fusable, accumulate = response_rows.applies, wgrad_fusion._fusable, wgrad_fusion.accumulate_wgrad
+    runs: dict[str, Any] = {}
+    for name in ("fused", "plain"):
+        calls = []
+        wgrad_fusion.accumulate_wgrad = lambda *a, _calls=calls: _calls.append(1) or accumulate(*a)
+        if name == "plain":
+            response_rows.applies = lambda gpt: False
+            wgrad_fusion._fusable = lambda weight, kwargs: False
+        try:
+            policy.load(policy.args.save)
+            log_probs = policy.compute_log_probs(batch, model="actor")
+            metrics = dict(policy.train(3, batch))
+            runs[name] = {"log_probs": log_probs, "metrics": metrics, "weights": _export(policy)}
+            runs[name] |= {
+                "accumulate_calls": len(calls),
+                "rows_first": response_rows.applies(response_rows.gpt_model(policy.stack.models[0])),
+            }
+        finally:
+            response_rows.applies, wgrad_fusion._fusable, wgrad_fusion.accumulate_wgrad = applies, fusable, accumulate
+    return runs
 
 
 def _vocab_parallel_vs_single(policy) -> dict[str, float]:
@@ -171,6 +212,7 @@ def suite(
     _check(result, "export_paths", lambda: _export_paths(policy))
     _check(result, "checkpoint", lambda: _checkpoint_round_trip(policy, batch))
     _check(result, "micro_batch_invariance", lambda: _micro_batch_invariance(policy, batch))
+    _check(result, "fusions_ab", lambda: _fusions_ab(policy, batch))
     _check(result, "offload", lambda: _offload_round_trip(policy, batch))
     _check(result, "sync_publish", lambda: _publish_through_slime_sync(policy))
     if tp == 2:

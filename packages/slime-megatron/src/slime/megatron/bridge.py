@@ -60,7 +60,10 @@ class ModelBridge:
         transformer_overrides: Mapping[str, Any],
         make_vocab_size_divisible_by: int | None = None,
         use_transformer_engine: bool | None = None,
+        wgrad_fusion: bool = False,
     ) -> None:
+        """`wgrad_fusion`: the local spec's linear layers accumulate weight gradients into `main_grad`
+        (`slime.megatron.wgrad_fusion`); TransformerEngine's layers fuse on their own."""
         self.hf_config = fix_hf_config(hf_config)
         self.use_transformer_engine = (
             transformer_engine_available() if use_transformer_engine is None else use_transformer_engine
@@ -71,7 +74,7 @@ class ModelBridge:
         self._bridge.set_extra_args(**transformer_overrides)
         self._own_name_maps()
         if not self.use_transformer_engine:
-            self._use_local_spec()
+            self._use_local_spec(wgrad_fusion)
 
     @property
     def config(self):
@@ -93,12 +96,12 @@ class ModelBridge:
         bridge._MLP_MAPPING = dict(bridge._MLP_MAPPING)
         bridge._OTHER_MAPPING = dict(bridge._OTHER_MAPPING)
 
-    def _use_local_spec(self) -> None:
+    def _use_local_spec(self, wgrad_fusion: bool) -> None:
         bridge = self._bridge
 
         def spec(vp_stage: int | None = None):
             bridge.has_vp_stage = True
-            return local_block_spec(bridge.config, vp_stage)
+            return local_block_spec(bridge.config, vp_stage, wgrad_fusion=wgrad_fusion)
 
         bridge._get_transformer_layer_spec = spec
         bridge._OTHER_MAPPING["input_layernorm.weight"] = ["model.layers.{layer_number}.input_layernorm.weight"]

@@ -16,15 +16,17 @@ How: every training micro-batch is laid out with the same shapes, so that one ca
 
 One graph pair (forward, backward) is captured per bucket, lazily (`_Captured`); all buckets share one memory pool,
 which is safe because a micro-batch's forward and backward run before the next micro-batch starts (pipeline
-parallelism, which interleaves them, is refused). The loss stays eager. The replayed backward returns each
-parameter's gradient to autograd, so Megatron's DDP hooks add them into the fp32 `main_grad` buffers exactly as in
-eager mode.
+parallelism, which interleaves them, is refused). The graphs cover the model up to its final norm
+(`response_rows.trunk_only`); the output layer (on the response rows only) and the loss stay eager. The replayed
+backward returns each parameter's gradient to autograd, so Megatron's DDP hooks add them into the fp32 `main_grad`
+buffers exactly as in eager mode; the linear layers with gradient-accumulation fusion (`slime.megatron.wgrad_fusion`)
+accumulate into `main_grad` inside the graph instead, and their parameters get Megatron's placeholder gradient.
 
 Not covered, and refused by `check_train_graphs`: tensor and context parallelism (not yet run on several GPUs),
-pipeline parallelism, MoE layers (token routing has data-dependent
-shapes), recomputation, dropout (the graph would replay one random mask). Forward-only passes (log-probs) stay
-eager. A micro-batch longer than `tokens` (one sample over the cap) runs eagerly. The captured graphs address the
-parameters' storage, so `reset()` must drop them when the weights move (the colocated offload does).
+pipeline parallelism, MoE layers (token routing has data-dependent shapes), multi-token prediction, recomputation,
+dropout (the graph would replay one random mask). Forward-only passes (log-probs) stay eager. A micro-batch longer
+than `tokens` (one sample over the cap) runs eagerly. The captured graphs address the parameters' storage, so
+`reset()` must drop them when the weights move (the colocated offload does).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ import torch.nn.functional as F
 from slime.megatron.fused_elementwise import static_region
 from slime.megatron.packed_rope import PackedSeqParamsWithPositions
 from slime.megatron.packing import PackedMicroBatch
+from slime.megatron.response_rows import gpt_model, trunk_only
+from slime.megatron.wgrad_fusion import gradient_placeholder
 from slime.types import ConfigError
 
 MIN_SEQUENCES = 16
@@ -58,6 +62,7 @@ def check_train_graphs(config, *, device: torch.device) -> None:
         "pipeline_model_parallel_size": (config.pipeline_model_parallel_size, 1),
         "virtual_pipeline_model_parallel_size": (config.virtual_pipeline_model_parallel_size, None),
         "num_moe_experts": (config.num_moe_experts, None),
+        "mtp_num_layers": (config.mtp_num_layers, None),  # the eager output layer would see stacked sequences
         "recompute_granularity": (config.recompute_granularity, None),
         "hidden_dropout": (config.hidden_dropout, 0.0),
         "attention_dropout": (config.attention_dropout, 0.0),
@@ -92,7 +97,8 @@ def static_row(mb: PackedMicroBatch, tokens: int, slots: int) -> tuple[torch.Ten
 
 
 class StaticRowModel(torch.nn.Module):
-    """The model on a packed row given as tensors only, with a constant `max_seqlen`: what a graph captures."""
+    """The model up to its final norm (`response_rows.trunk_only`) on a packed row given as tensors only, with a
+    constant `max_seqlen`: what a graph captures. Returns the hidden states `[1, tokens, H]`."""
 
     def __init__(self, model: torch.nn.Module, tokens: int) -> None:
         super().__init__()
@@ -101,14 +107,21 @@ class StaticRowModel(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
         params = PackedSeqParamsWithPositions.for_row(cu_seqlens, self.tokens, position_ids[0])
-        return self.model(input_ids=input_ids, position_ids=position_ids, attention_mask=None, packed_seq_params=params)
+        with trunk_only(gpt_model(self.model)):
+            return self.model(
+                input_ids=input_ids, position_ids=position_ids, attention_mask=None, packed_seq_params=params
+            )
+
+    def trunk_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """The trainable parameters the graph uses: all but the output layer's (it runs eagerly)."""
+        head = {id(p) for p in gpt_model(self.model).output_layer.parameters()}
+        return [(n, p) for n, p in self.named_parameters() if p.requires_grad and id(p) not in head]
 
 
 class GradRows:
-    """The captured backward's input, the gradient of the `[1, T, V]` output, written in place by the loss's row
-    selection (`slime.megatron.forward.select_rows`): only the selected rows are nonzero, so each write zeroes the
-    rows of the previous one instead of the whole buffer (1.2 GB at 4k tokens x 152k vocabulary), and the replay
-    needs no copy."""
+    """The captured backward's input, the gradient of the `[1, T, H]` hidden states, written in place by the
+    response-row selection (`slime.megatron.response_rows.select_rows`): only the selected rows are nonzero, so each
+    write zeroes the rows of the previous one instead of the whole buffer, and the replay needs no copy."""
 
     def __init__(self, buffer: torch.Tensor) -> None:
         self.buffer = buffer.zero_()
@@ -146,9 +159,9 @@ class _Captured:
     def __init__(self, row_model: StaticRowModel, sample: tuple[torch.Tensor, ...], pool, *, warmup: int) -> None:
         from torch.func import functional_call
 
-        names, params = zip(*[(n, p) for n, p in row_model.named_parameters() if p.requires_grad], strict=True)
+        names, params = zip(*row_model.trunk_parameters(), strict=True)
         self.params: tuple[torch.Tensor, ...] = params
-        aliases = [p.detach().requires_grad_() for p in params]
+        aliases = [_alias(p) for p in params]
         self.inputs = tuple(t.clone() for t in sample)
 
         def run() -> torch.Tensor:
@@ -171,14 +184,33 @@ class _Captured:
                 self.grads = torch.autograd.grad(self.output, aliases, self.grad_output, allow_unused=True)
         self.output = self.output.detach()
         self.grad_rows = GradRows(self.grad_output)
+        # no gradient out of the graph but a `main_grad`: a fused linear's weight, accumulated inside the graph
+        self.fused = tuple(g is None and hasattr(p, "main_grad") for g, p in zip(self.grads, params, strict=True))
 
     def __call__(self, row: tuple[torch.Tensor, ...]) -> torch.Tensor:
         return _Replay.apply(self, *row, *self.params)
 
+    def param_grads(self) -> tuple[torch.Tensor | None, ...]:
+        """What autograd receives for each parameter after a replay of the backward: views of the graph's gradient
+        buffers (DDP's hooks add them into `main_grad` before the next replay), or for a fused linear's weight the
+        placeholder of Megatron's protocol (`wgrad_fusion.gradient_placeholder`)."""
+        return tuple(
+            gradient_placeholder(p) if fused else None if g is None else g.detach()
+            for p, g, fused in zip(self.params, self.grads, self.fused, strict=True)
+        )
+
+
+def _alias(param: torch.Tensor) -> torch.Tensor:
+    """A fresh leaf on `param`'s storage, carrying its `main_grad` for the fused linears (`wgrad_fusion`)."""
+    alias = param.detach().requires_grad_()
+    if hasattr(param, "main_grad"):
+        alias.main_grad = param.main_grad
+    return alias
+
 
 class _Replay(torch.autograd.Function):
     """Replays the captured forward; its backward replays the captured backward and returns the parameters'
-    gradients (views of the graph's static buffers: DDP's hooks add them into `main_grad` before the next replay)."""
+    gradients (`_Captured.param_grads`)."""
 
     @staticmethod
     def forward(ctx, captured: _Captured, *inputs: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
@@ -197,8 +229,7 @@ class _Replay(torch.autograd.Function):
             captured.grad_output.copy_(grad_output)
             captured.grad_rows.overwritten()
         captured.backward_graph.replay()
-        grads = tuple(None if g is None else g.detach() for g in captured.grads)
-        return (None, *([None] * ctx.num_row), *grads)
+        return (None, *([None] * ctx.num_row), *captured.param_grads())
 
 
 class TrainGraphs:
@@ -217,8 +248,8 @@ class TrainGraphs:
         return mb.tokens.size(1) <= self.tokens
 
     def __call__(self, mb: PackedMicroBatch) -> tuple[torch.Tensor, GradRows]:
-        """The model's output for `mb` (`[1, tokens, V/tp]`, rows past `mb`'s own are padding), differentiable, and
-        where the loss may write its gradient (`GradRows`)."""
+        """The model's final hidden states for `mb` (`[1, tokens, H]`, rows past `mb`'s own are padding),
+        differentiable, and where the response-row selection may write its gradient (`GradRows`)."""
         slots = sequence_slots(mb.cu_seqlens.numel())
         row = static_row(mb, self.tokens, slots)
         captured = self._captured.get(slots)

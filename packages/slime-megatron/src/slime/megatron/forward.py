@@ -18,8 +18,10 @@ import torch.distributed as dist
 
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from slime.megatron import _megatron_globals as mg
-from slime.megatron.cuda_graphs import GradRows, TrainGraphs
+from slime.megatron import response_rows
+from slime.megatron.cuda_graphs import TrainGraphs
 from slime.megatron.packing import PackedMicroBatch
+from slime.megatron.response_rows import select_rows
 from slime.megatron.vocab_parallel import vocab_parallel_log_probs
 
 LossFn = Callable[[PackedMicroBatch, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -39,39 +41,12 @@ class HeadSpec:
     with_entropy: bool = False
 
 
-class _SelectRows(torch.autograd.Function):
-    """`x[0].index_select(0, index)` of a `[1, T, ...]` model output, for an index without repeats (a logit row
-    predicts at most one token), whose backward copies the rows' gradients instead of adding them: torch's
-    (`index_add_`) adds with bf16 atomics, 2 ms per 4k micro-batch of 152k-wide logit rows on an H100, 2.5 % of the
-    0.6B shape's step. With a `sink` (a CUDA graph's `GradRows`) the gradient is written into the captured
-    backward's own input buffer, which saves zeroing a fresh `[T, V]` tensor and copying it there."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, index: torch.Tensor, sink: GradRows | None) -> torch.Tensor:  # noqa: ANN001
-        ctx.save_for_backward(index)
-        ctx.shape, ctx.sink = x.shape, sink
-        return x[0].index_select(0, index)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
-        (index,) = ctx.saved_tensors
-        if ctx.sink is not None:
-            return ctx.sink.write(index, grad), None, None
-        full = grad.new_zeros(ctx.shape)
-        full[0].index_copy_(0, index, grad)
-        return full, None, None
-
-
-def select_rows(x: torch.Tensor, index: torch.Tensor, sink: GradRows | None = None) -> torch.Tensor:
-    """Rows `index` (no repeats) of the `[1, T, ...]` output `x`, differentiable (see `_SelectRows`)."""
-    return _SelectRows.apply(x, index, sink)
-
-
 def head_outputs(
-    output: torch.Tensor, mb: PackedMicroBatch, head: HeadSpec, sink: GradRows | None = None
+    output: torch.Tensor, mb: PackedMicroBatch, head: HeadSpec, *, selected: bool
 ) -> dict[str, torch.Tensor]:
-    """Response-token results of one micro-batch from the model output `[1, T, V/tp]` (or `[1, T, 1]`)."""
-    rows = select_rows(output, mb.logit_index, sink)
+    """Response-token results of one micro-batch from the model output `[1, T, V/tp]` (or `[1, T, 1]`), or from its
+    response rows `[1, R, ...]` when they were `selected` before the output layer (`slime.megatron.response_rows`)."""
+    rows = output[0] if selected else select_rows(output, mb.logit_index)
     if head.kind == "critic":
         return {"values": rows[:, 0].float()}
     vocab_start = mg.tp_rank() * rows.size(-1)
@@ -91,22 +66,28 @@ def head_outputs(
     return out
 
 
+def _model_output(model, mb: PackedMicroBatch, graphs: TrainGraphs | None) -> tuple[torch.Tensor, bool]:
+    """The model's output for `mb` and whether it holds the response rows only (`slime.megatron.response_rows`):
+    replayed graphs plus the output layer on those rows, the eager model with the rows selected before its output
+    layer, or (where that does not apply) the full logits."""
+    gpt = response_rows.gpt_model(model)
+    if graphs is not None and graphs.accepts(mb):
+        hidden, sink = graphs(mb)
+        return response_rows.output_on_rows(gpt, select_rows(hidden, mb.logit_index, sink)), True
+    kwargs = {"input_ids": mb.tokens, "position_ids": mb.position_ids, "attention_mask": None}
+    if not response_rows.applies(gpt):
+        return model(**kwargs, packed_seq_params=mb.packed_seq_params), False
+    with response_rows.rows_before_output_layer(gpt, mb.logit_index):
+        return model(**kwargs, packed_seq_params=mb.packed_seq_params), True
+
+
 def _forward_step_factory(head: HeadSpec, loss_fn: LossFn | None, graphs: TrainGraphs | None):
     def forward_step(data_iterator, model):
         mb: PackedMicroBatch = next(data_iterator)
-        sink = None
-        if graphs is not None and graphs.accepts(mb):
-            output, sink = graphs(mb)
-        else:
-            output = model(
-                input_ids=mb.tokens,
-                position_ids=mb.position_ids,
-                attention_mask=None,
-                packed_seq_params=mb.packed_seq_params,
-            )
+        output, selected = _model_output(model, mb, graphs)
 
         def loss_func(output_tensor: torch.Tensor):
-            outputs = head_outputs(output_tensor, mb, head, sink)
+            outputs = head_outputs(output_tensor, mb, head, selected=selected)
             if loss_fn is None:  # forward-only: a zero "loss" and the detached results
                 zero = output_tensor.new_zeros(())
                 return zero, torch.tensor(1, dtype=torch.int), {k: v.detach() for k, v in outputs.items()}

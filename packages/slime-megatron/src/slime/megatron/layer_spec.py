@@ -9,7 +9,10 @@ works on GPUs without TE (and on CPU in tests):
 - every RMSNorm -> `TorchRMSNorm`, a `torch.nn.RMSNorm` whose weight carries Megatron's `sequence_parallel`
   attribute, so `--sequence-parallel` works (Megatron's `WrappedTorchNorm` asserts it off without Apex/TE, while
   `finalize_model_grads` already knows how to all-reduce such weights' gradients over TP). With the compiled
-  fusions on (`slime.megatron.fused_elementwise`) it is the compiled `CompiledRMSNorm`.
+  fusions on (`slime.megatron.fused_elementwise`) it is the compiled `CompiledRMSNorm`;
+- with `wgrad_fusion`, the attention's and the dense MLP's linear layers -> `slime.megatron.wgrad_fusion`'s, whose
+  weight gradients accumulate straight into DDP's fp32 `main_grad` (Megatron's gradient-accumulation fusion
+  without apex).
 
 It does not pick kernels for MoE experts beyond what the local spec offers (sequential experts).
 """
@@ -22,11 +25,14 @@ import importlib.util
 import torch
 
 from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+from megatron.core.tensor_parallel import ColumnParallelLinear, RowParallelLinear
 from megatron.core.transformer.attention import SelfAttention
+from megatron.core.transformer.mlp import MLP
 from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
 from slime.megatron.core_attention import VarlenCoreAttention
 from slime.megatron.fused_elementwise import CompiledRMSNorm, elementwise_fused
 from slime.megatron.packed_rope import PackedRopeSelfAttention
+from slime.megatron.wgrad_fusion import FusedWgradColumnParallelLinear, FusedWgradRowParallelLinear
 
 
 def transformer_engine_available() -> bool:
@@ -55,7 +61,14 @@ class TorchRMSNorm:
         return norm
 
 
-def local_block_spec(config, vp_stage: int | None = None) -> TransformerBlockSubmodules:
+def _fused_wgrad(linear: type) -> type:
+    """The gradient-accumulation-fused class for one of Megatron's linear classes (others are kept)."""
+    return {ColumnParallelLinear: FusedWgradColumnParallelLinear, RowParallelLinear: FusedWgradRowParallelLinear}.get(
+        linear, linear
+    )
+
+
+def local_block_spec(config, vp_stage: int | None = None, *, wgrad_fusion: bool = False) -> TransformerBlockSubmodules:
     """The decoder block spec for `config` without TransformerEngine (see the module docstring)."""
     layer = get_gpt_layer_local_spec(
         num_experts=config.num_moe_experts,
@@ -70,12 +83,27 @@ def local_block_spec(config, vp_stage: int | None = None) -> TransformerBlockSub
         q_layernorm=TorchRMSNorm if config.qk_layernorm else attention.submodules.q_layernorm,
         k_layernorm=TorchRMSNorm if config.qk_layernorm else attention.submodules.k_layernorm,
     )
+    mlp = layer.submodules.mlp
+    if wgrad_fusion:
+        attention_subs = dataclasses.replace(
+            attention_subs,
+            linear_qkv=_fused_wgrad(attention_subs.linear_qkv),
+            linear_proj=_fused_wgrad(attention_subs.linear_proj),
+        )
+        if mlp.module is MLP:  # dense layers; MoE experts keep Megatron's linears
+            fc = dataclasses.replace(
+                mlp.submodules,
+                linear_fc1=_fused_wgrad(mlp.submodules.linear_fc1),
+                linear_fc2=_fused_wgrad(mlp.submodules.linear_fc2),
+            )
+            mlp = dataclasses.replace(mlp, submodules=fc)
     # MLA keeps Megatron's own attention class (its RoPE is applied differently)
     attention_module = PackedRopeSelfAttention if attention.module is SelfAttention else attention.module
     layer_subs = dataclasses.replace(
         layer.submodules,
         input_layernorm=TorchRMSNorm,
         pre_mlp_layernorm=TorchRMSNorm,
+        mlp=mlp,
         self_attention=dataclasses.replace(attention, module=attention_module, submodules=attention_subs),
     )
     layer = dataclasses.replace(layer, submodules=layer_subs)

@@ -67,6 +67,7 @@ def build_bridge(
         ),
         make_vocab_size_divisible_by=divisor,
         use_transformer_engine=use_te,
+        wgrad_fusion=resolved.gradient_accumulation_fusion,
     )
     return bridge, resolved
 

@@ -58,9 +58,11 @@ def transformer_overrides(ns: argparse.Namespace, *, on_cpu: bool, fused_element
     # With the local spec they cost more than they save: an H100 trained the Qwen3-0.6B shape at 19.8k tok/s with
     # them and 22.3k without (`ci/gpu/megatron/device.sh fusions`), because that step is bound by the host, and each
     # compiled call's guards outweigh the kernels it saves. The CPU stays eager too (inductor would compile C++ in
-    # every test world). GELU models keep the unfused activation. Softmax, rope and gradient-accumulation fusions
-    # need apex / TE kernels: off. `bias_dropout_fusion` also switches the local spec's compiled RMSNorm and packed
-    # RoPE (`slime.megatron.fused_elementwise`).
+    # every test world). GELU models keep the unfused activation. Softmax and rope fusions need apex / TE kernels:
+    # off. Megatron's gradient-accumulation fusion needs apex too (its linears refuse the flag without it), so it
+    # stays off here and `--[no-]gradient-accumulation-fusion` instead picks the local spec's own fused linears
+    # (`slime.megatron.wgrad_fusion`, through `model.build_bridge`). `bias_dropout_fusion` also switches the local
+    # spec's compiled RMSNorm and packed RoPE (`slime.megatron.fused_elementwise`).
     fused = not on_cpu and (transformer_engine_available() or fused_elementwise)
     overrides: dict[str, Any] = {
         "sequence_parallel": bool(ns.sequence_parallel and ns.tensor_model_parallel_size > 1),
