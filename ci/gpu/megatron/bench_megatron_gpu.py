@@ -163,7 +163,20 @@ def profile_step(policy: Any, batch: Any, args: argparse.Namespace) -> dict[str,
     kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     busy = sum(e.time_range.elapsed_us() for e in kernels) / 1e6  # kernels of one stream do not overlap
     return {"profile_top": top, "profiled_step_s": wall, "gpu_kernel_s": busy if kernels else None,
-            "gpu_busy_fraction": busy / wall if kernels else None}  # fmt: skip
+            "gpu_busy_fraction": busy / wall if kernels else None, **gpu_gaps(kernels)}  # fmt: skip
+
+
+def gpu_gaps(kernels: list) -> dict[str, Any]:
+    """Where the GPU idles inside the profiled step: the longest gaps between consecutive kernels (with the kernels
+    around them), and the idle time summed over gaps of at least 50 us (launch latency aside)."""
+    if not kernels:
+        return {}
+    spans = sorted((e.time_range.start, e.time_range.end, e.name) for e in kernels)
+    gaps = [(nxt[0] - cur[1], cur[2][:60], nxt[2][:60], (cur[1] - spans[0][0]) / 1e3)
+            for cur, nxt in zip(spans, spans[1:], strict=False)]  # fmt: skip
+    big = sorted((g for g in gaps if g[0] >= 50), reverse=True)
+    top = [{"us": g[0], "after": g[1], "before": g[2], "at_ms": round(g[3], 2)} for g in big[:15]]
+    return {"gpu_idle_in_gaps_ms": sum(g[0] for g in big) / 1e3, "gpu_gaps_over_50us": len(big), "gpu_top_gaps": top}
 
 
 def host_profile(policy: Any, batch: Any, args: argparse.Namespace) -> dict[str, Any]:

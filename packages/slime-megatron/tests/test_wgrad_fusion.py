@@ -80,3 +80,45 @@ def test_cuda_bf16_products_accumulate_in_place_into_fp32() -> None:
     # fp32 accumulation of exact bf16 products: far tighter than a bf16 gradient added afterwards (~4e-3 relative)
     err = (main_grad.double() - expected).abs().max() / expected.abs().max()
     assert err < 1e-5, float(err)
+
+
+def _column_parallel_rank(rank: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        g = torch.Generator().manual_seed(4)  # the same full tensors on both ranks
+        x = torch.randn(5, 1, 6, generator=g, dtype=torch.float64)
+        full_weight = torch.randn(8, 6, generator=g, dtype=torch.float64)
+        upstream = torch.randn(5, 1, 8, generator=g, dtype=torch.float64)
+        weight = full_weight[rank * 4 : (rank + 1) * 4].clone().requires_grad_()  # this rank's output columns
+        weight.main_grad = torch.zeros_like(weight)
+        x_local = x.clone().requires_grad_()
+        out = _FusedWgradLinear.apply(x_local, weight, None, True, dist.group.WORLD)
+        out.backward(upstream[..., rank * 4 : (rank + 1) * 4])
+        torch.save((x_local.grad, weight.main_grad), f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_column_parallel_input_gradient_is_all_reduced_over_tensor_parallelism(tmp_path) -> None:
+    import multiprocessing
+
+    fork = multiprocessing.get_context("fork")  # two gloo ranks; fork skips re-importing torch and megatron
+    ranks = [
+        fork.Process(target=_column_parallel_rank, args=(r, str(tmp_path / "init"), str(tmp_path))) for r in (0, 1)
+    ]
+    for p in ranks:
+        p.start()
+    for p in ranks:
+        p.join(timeout=120)
+    assert [p.exitcode for p in ranks] == [0, 0]
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(5, 1, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    full_weight = torch.randn(8, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(5, 1, 8, generator=g, dtype=torch.float64)
+    torch.nn.functional.linear(x, full_weight).backward(upstream)
+    for rank in (0, 1):
+        grad_input, main_grad = torch.load(tmp_path / f"rank{rank}.pt")
+        torch.testing.assert_close(grad_input, x.grad, rtol=1e-12, atol=1e-12)  # both ranks' shares summed
+        torch.testing.assert_close(main_grad, full_weight.grad[rank * 4 : (rank + 1) * 4], rtol=1e-12, atol=1e-12)

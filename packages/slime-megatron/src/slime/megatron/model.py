@@ -25,6 +25,7 @@ from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 from slime.megatron import _megatron_globals as mg
 from slime.megatron import training_configs
 from slime.megatron.bridge import ModelBridge
+from slime.megatron.fused_adam import use_fused_adam
 from slime.megatron.model_shape import resolve_model_shape, text_config
 
 
@@ -95,6 +96,7 @@ def build_model_stack(
     optimizer = scheduler = None
     if with_optimizer:
         optimizer = get_megatron_optimizer(training_configs.optimizer_config(resolved), [ddp])
+        use_fused_adam(optimizer)
         scheduler = OptimizerParamScheduler(optimizer, **training_configs.scheduler_kwargs(resolved))
         _wire_schedule_hooks(config, ddp, optimizer)
     return ModelStack(bridge=bridge, models=[ddp], optimizer=optimizer, scheduler=scheduler, args=resolved)

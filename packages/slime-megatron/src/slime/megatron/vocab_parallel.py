@@ -65,8 +65,21 @@ class _Ops:
     read the bf16 logits and never write a `[rows, V]` fp32 tensor, so all rows go at once, in no chunks)."""
 
     def __init__(self, compiled: bool) -> None:
-        wrap = torch.compile(dynamic=True) if compiled else (lambda fn: fn)
+        wrap = _compiled if compiled else (lambda fn: fn)
         self.rows_max, self.rows_stats, self.rows_grad = wrap(_rows_max), wrap(_rows_stats), wrap(_rows_grad)
+
+
+def _compiled(fn):  # noqa: ANN001, ANN202
+    """`fn` compiled for any row count but this vocabulary width: with a symbolic width every element of a `[rows, V]`
+    kernel divides its flat index by it (64-bit integer division), which made the gradient kernel ~3x slower than
+    its memory traffic on an H100."""
+    compiled = torch.compile(fn, dynamic=True)
+
+    def call(logits: torch.Tensor, *args):  # noqa: ANN002, ANN202
+        torch._dynamo.mark_static(logits, 1)
+        return compiled(logits, *args)
+
+    return call
 
 
 _EAGER, _COMPILED = _Ops(compiled=False), _Ops(compiled=True)
@@ -116,6 +129,11 @@ class _VocabParallelLogProb(torch.autograd.Function):
         g_h = zeros if grad_ent is None else grad_ent.to(shift.dtype)
         if logits.size(1) == 0:
             return torch.zeros_like(logits), None, None, None, None, None, None
+        if chunk >= logits.size(0):  # one pass (the compiled path): its result is the gradient, no copy into place
+            return (
+                ops.rows_grad(logits.detach(), shift, ent, g_lp, g_h, local_t, in_shard, inv_t),
+                *([None] * 6),
+            )
         grad = torch.empty_like(logits)
         for s in range(0, logits.size(0), chunk):
             e = min(logits.size(0), s + chunk)
