@@ -2,7 +2,7 @@
 # Runs ON THE DEVICE (lent H100/H200), from the repo root, through the device tool's `run`, with `.mwhl` carried
 # (see fetch_wheels.sh). Subcommands:
 #   train   one GPU: random Qwen3-0.6B, packed 4k micro-batches: tokens/s, 6N-MFU, peak memory  -> $OUT/train.json
-#   tp      two GPUs: TP2 (+ sequence parallel) logits vs TP1, and a TP2 train step             -> $OUT/tp*.json
+#   tp      two GPUs: TP2 (+ sequence parallel) logits vs TP1, TP2 train steps with and without SP  -> $OUT/tp*.json
 #   all     both (needs two GPUs for the tp part; it is skipped on one)
 #   sweep   one GPU: the train figures at 4k, 8k and 16k tokens per micro-batch    -> $OUT/train_T.json
 #   compile one GPU: each decoder layer torch.compile'd (a probe), 4k (profiled) and 16k -> $OUT/train_compiled*.json
@@ -78,6 +78,9 @@ case "${1:-all}" in
       --compare /tmp/logits_tp1.pt 2>> "$O/tp.log" | tee "$O/tp_sp_logits.json"
     torchrun --nproc-per-node 2 $B train --tp 2 --sequence-parallel --checkpoint $C \
       2>> "$O/tp.log" | tee "$O/tp_train.json"
+    # without sequence parallelism: the column-parallel linears' fused weight gradients with the input-gradient
+    # all-reduce, and the response-row logits (they need the full sequence on every TP rank)
+    torchrun --nproc-per-node 2 $B train --tp 2 --checkpoint $C 2>> "$O/tp.log" | tee "$O/tp_train_nosp.json"
     ;;
 esac
 tail -5 "$O"/*.log

@@ -83,3 +83,19 @@ def test_decreasing_first_fit_is_a_partition_within_the_cap_and_packs_tighter() 
         [1, 4],
         [2, 5],
     ]
+
+
+def test_micro_batches_are_built_when_read_and_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    batch = random_batch(8, seed=3)
+    built: list[tuple[int, ...]] = []
+    build = PackedMicroBatch.build
+    monkeypatch.setattr(
+        PackedMicroBatch, "build", lambda samples, ids, **kw: built.append(tuple(ids)) or build(samples, ids, **kw)
+    )
+    kwargs = dict(dp_rank=0, dp_size=1, tokens_cap=None, micro_batch_size=3, pad_multiple=8, device=torch.device("cpu"))
+    lazy = local_micro_batches(batch.samples, range(8), **kwargs)
+    assert len(lazy) == 3 and built == []  # planned, nothing built yet
+    first = next(iter(lazy))
+    assert built == [(0, 1, 2)] and lazy[0] is first  # one at a time, in the order read, then kept
+    assert [mb.sample_ids for mb in lazy[1:]] == [(3, 4, 5), (6, 7)] and len(built) == 3
+    assert [mb.sample_ids for mb in lazy] == [(0, 1, 2), (3, 4, 5), (6, 7)] and len(built) == 3

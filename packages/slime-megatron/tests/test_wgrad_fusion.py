@@ -82,37 +82,16 @@ def test_cuda_bf16_products_accumulate_in_place_into_fp32() -> None:
     assert err < 1e-5, float(err)
 
 
-def _column_parallel_rank(rank: int, init_file: str, out_dir: str) -> None:
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    try:
-        g = torch.Generator().manual_seed(4)  # the same full tensors on both ranks
-        x = torch.randn(5, 1, 6, generator=g, dtype=torch.float64)
-        full_weight = torch.randn(8, 6, generator=g, dtype=torch.float64)
-        upstream = torch.randn(5, 1, 8, generator=g, dtype=torch.float64)
-        weight = full_weight[rank * 4 : (rank + 1) * 4].clone().requires_grad_()  # this rank's output columns
-        weight.main_grad = torch.zeros_like(weight)
-        x_local = x.clone().requires_grad_()
-        out = _FusedWgradLinear.apply(x_local, weight, None, True, dist.group.WORLD)
-        out.backward(upstream[..., rank * 4 : (rank + 1) * 4])
-        torch.save((x_local.grad, weight.main_grad), f"{out_dir}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
 def test_column_parallel_input_gradient_is_all_reduced_over_tensor_parallelism(tmp_path) -> None:
-    import multiprocessing
+    import subprocess
+    import sys
+    from pathlib import Path
 
-    fork = multiprocessing.get_context("fork")  # two gloo ranks; fork skips re-importing torch and megatron
+    script = Path(__file__).parent / "support" / "linear_ranks.py"
     ranks = [
-        fork.Process(target=_column_parallel_rank, args=(r, str(tmp_path / "init"), str(tmp_path))) for r in (0, 1)
+        subprocess.Popen([sys.executable, str(script), str(r), str(tmp_path / "init"), str(tmp_path)]) for r in (0, 1)
     ]
-    for p in ranks:
-        p.start()
-    for p in ranks:
-        p.join(timeout=120)
-    assert [p.exitcode for p in ranks] == [0, 0]
+    assert [p.wait(timeout=120) for p in ranks] == [0, 0]
     g = torch.Generator().manual_seed(4)
     x = torch.randn(5, 1, 6, generator=g, dtype=torch.float64, requires_grad=True)
     full_weight = torch.randn(8, 6, generator=g, dtype=torch.float64, requires_grad=True)

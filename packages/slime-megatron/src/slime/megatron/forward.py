@@ -102,7 +102,9 @@ def _forward_step_factory(head: HeadSpec, loss_fn: LossFn | None, graphs: TrainG
 def _run(
     stack, batches: Sequence[PackedMicroBatch], head: HeadSpec, loss_fn: LossFn | None, graphs: TrainGraphs | None
 ) -> list[dict]:
-    seq_length = max(int(mb.tokens.size(1)) for mb in batches)
+    # Only pipeline schedules use it (and build every micro-batch to get it); without them micro-batches are built
+    # as the schedule reads them (`packing.MicroBatches`)
+    seq_length = max(int(mb.tokens.size(1)) for mb in batches) if mg.pp_size() > 1 else 0
     return get_forward_backward_func()(
         forward_step_func=_forward_step_factory(head, loss_fn, graphs),
         data_iterator=iter(batches),

@@ -135,6 +135,36 @@ def gather_response_values(per_sample: Sequence[torch.Tensor], device: torch.dev
     return torch.cat([t.to(device=device, dtype=torch.float32) for t in per_sample])
 
 
+class MicroBatches(Sequence[PackedMicroBatch]):
+    """A rank's packed micro-batches, each built (and sent to the device) when first read, then kept.
+
+    Megatron's schedules read them in order, one per forward step, so micro-batch k+1 is built on the host while the
+    device still computes micro-batch k. Built all up front, the device waited for all of them at the start of every
+    step: ~24 ms of a 0.68 s step of the 0.6B shape at 4k tokens on an H100, under CUDA graphs."""
+
+    def __init__(
+        self, samples: Sequence[TrainSample], groups: list[list[int]], *, pad_multiple: int, device: torch.device
+    ) -> None:
+        self._samples, self._groups = samples, groups
+        self._pad_multiple, self._device = pad_multiple, device
+        self._built: list[PackedMicroBatch | None] = [None] * len(groups)
+
+    def __len__(self) -> int:
+        return len(self._groups)
+
+    def __getitem__(self, index):  # noqa: ANN001, ANN204
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        mb = self._built[index]
+        if mb is None:
+            ids = self._groups[index]
+            mb = PackedMicroBatch.build(
+                [self._samples[i] for i in ids], ids, pad_multiple=self._pad_multiple, device=self._device
+            )
+            self._built[index] = mb
+        return mb
+
+
 def local_micro_batches(
     samples: Sequence[TrainSample],
     sample_ids: Sequence[int],
@@ -146,9 +176,9 @@ def local_micro_batches(
     pad_multiple: int,
     device: torch.device,
     decreasing: bool = False,
-) -> list[PackedMicroBatch]:
+) -> MicroBatches:
     """This data-parallel rank's packed micro-batches for the samples `sample_ids` of `samples` (`decreasing`: see
-    `plan_micro_batches`)."""
+    `plan_micro_batches`), built as they are read (`MicroBatches`)."""
     lengths = [samples[i].total_length for i in sample_ids]
     mine = [sample_ids[j] for j in split_for_data_parallel(lengths, dp_size)[dp_rank]]
     plan = plan_micro_batches(
@@ -157,8 +187,5 @@ def local_micro_batches(
         micro_batch_size=micro_batch_size,
         decreasing=decreasing,
     )
-    batches = []
-    for positions in plan:
-        ids = [mine[p] for p in positions]
-        batches.append(PackedMicroBatch.build([samples[i] for i in ids], ids, pad_multiple=pad_multiple, device=device))
-    return batches
+    return MicroBatches(samples, [[mine[p] for p in positions] for positions in plan], pad_multiple=pad_multiple,
+                        device=device)  # fmt: skip
