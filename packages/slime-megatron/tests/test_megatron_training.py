@@ -51,6 +51,7 @@ def test_response_row_logits_and_wgrad_fusion_keep_the_step(suite: dict) -> None
     # parallelism only the row-parallel ones (the column-parallel ones gather their input), and all logits
     assert fused["accumulate_calls"] > 0 and plain["accumulate_calls"] == 0
     assert fused["rows_first"] is (suite["world_size"] == 1) and plain["rows_first"] is False
+    assert fused["output_layer"] == "FusedWgradColumnParallelLinear"  # the tiny model's own (untied) output weight
     for ours, theirs in zip(fused["log_probs"], plain["log_probs"], strict=True):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
     step = max_abs_diff(plain["weights"], ok(suite, "checkpoint")["saved"])

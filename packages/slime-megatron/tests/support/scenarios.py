@@ -133,6 +133,8 @@ def _fusions_ab(policy, batch) -> dict[str, Any]:
             log_probs = policy.compute_log_probs(batch, model="actor")
             metrics = dict(policy.train(3, batch))
             runs[name] = {"log_probs": log_probs, "metrics": metrics, "weights": _export(policy)}
+            head = response_rows.gpt_model(policy.stack.models[0]).output_layer
+            runs[name]["output_layer"] = type(head).__name__
             runs[name] |= {
                 "accumulate_calls": len(calls),
                 "rows_first": response_rows.applies(response_rows.gpt_model(policy.stack.models[0])),

@@ -16,8 +16,10 @@ placeholder, and `weight.grad_added_to_main_grad = True` tells DDP's hook not to
 
 Covered: a trainable weight that has a `main_grad` (DDP-wrapped training), no sequence-parallel input gather (row-
 parallel layers always qualify; column-parallel ones under `--sequence-parallel` do not), no deferred weight
-gradients. Anything else runs Megatron's implementation unchanged. The output layer (built by `GPTModel`, and tied to
-the embedding in most models) is left to Megatron. Not covered: TransformerEngine's layers (they fuse on their own).
+gradients. Anything else runs Megatron's implementation unchanged. The output layer, which `GPTModel` builds itself,
+is fused by `fuse_output_layer` where its weight is its own; a weight tied to the embedding (Megatron marks it
+`zero_out_wgrad`: two layers add to one gradient) stays on Megatron's path. Not covered: TransformerEngine's layers
+(they fuse on their own).
 """
 
 from __future__ import annotations
@@ -104,3 +106,12 @@ class FusedWgradColumnParallelLinear(_FusedWgrad, ColumnParallelLinear):
 
 class FusedWgradRowParallelLinear(_FusedWgrad, RowParallelLinear):
     """Megatron's `RowParallelLinear` whose weight gradient accumulates into `main_grad` (module docstring)."""
+
+
+def fuse_output_layer(gpt: torch.nn.Module) -> None:
+    """Give `gpt`'s output layer (Megatron's `ColumnParallelLinear`, built by `GPTModel` outside the layer spec) the
+    fused weight gradient: that one instance's class becomes `FusedWgradColumnParallelLinear`, which adds no state and
+    overrides only `_forward_impl`. Other heads (the critic's value head) are left as they are."""
+    layer = getattr(gpt, "output_layer", None)
+    if type(layer) is ColumnParallelLinear:
+        layer.__class__ = FusedWgradColumnParallelLinear
