@@ -93,6 +93,11 @@ def build_policy(args: argparse.Namespace, hf_dir: str):
         argv.append("--sequence-parallel")
     if args.no_wgrad_fusion:  # the A/B of slime.megatron.wgrad_fusion: Megatron's own linears
         argv.append("--no-gradient-accumulation-fusion")
+    if args.build_all_first:  # the A/B of packing.MicroBatches: every micro-batch built before the first forward
+        from slime.megatron import packing, policy
+
+        lazy = packing.local_micro_batches
+        policy.local_micro_batches = lambda *a, **k: list(lazy(*a, **k))
     if args.full_logits:  # the A/B of slime.megatron.response_rows (eager path): logits for every row
         from slime.megatron import response_rows
 
@@ -375,6 +380,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--graph-check", action="store_true", help="first compare graphed and eager gradients")
     p.add_argument("--no-wgrad-fusion", action="store_true", help="Megatron's linears (no fused wgrad accumulation)")
     p.add_argument("--full-logits", action="store_true", help="eager: logits for every row, then select responses")
+    p.add_argument("--build-all-first", action="store_true", help="build every micro-batch before the first forward")
     p.add_argument("--compile-layers", action="store_true", help="torch.compile each decoder layer (dynamic shapes)")
     p.add_argument("--profile", default=None, help="train: profile one more step, write the op table here")
     p.add_argument("--checkpoint", default=None, help="reuse this HF folder instead of writing a random one")
