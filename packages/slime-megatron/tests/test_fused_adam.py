@@ -1,4 +1,5 @@
-"""slime.megatron.fused_adam.use_fused_adam: Megatron's torch Adam/AdamW fallback switched to torch's fused kernel.
+"""slime.megatron.torch_optimizers.use_fused_adam: Megatron's torch Adam/AdamW fallback switched to torch's fused
+kernel.
 
 The Megatron worlds (test_megatron_training.py) train, checkpoint and reload with it on the CPU.
 """
@@ -9,7 +10,7 @@ from types import SimpleNamespace
 
 import torch
 
-from slime.megatron.fused_adam import use_fused_adam
+from slime.megatron.torch_optimizers import use_fused_adam
 
 
 def _params(seed: int) -> list[torch.nn.Parameter]:

@@ -29,6 +29,7 @@ import torch
 from mbridge import AutoBridge
 
 from slime.megatron.layer_spec import local_block_spec, transformer_engine_available
+from slime.megatron.wgrad_fusion import fuse_output_layer
 
 LOCAL_TO_TE_NAMES = {
     "input_layernorm.weight": "self_attention.linear_qkv.layer_norm_weight",
@@ -62,8 +63,8 @@ class ModelBridge:
         use_transformer_engine: bool | None = None,
         wgrad_fusion: bool = False,
     ) -> None:
-        """`wgrad_fusion`: the local spec's linear layers accumulate weight gradients into `main_grad`
-        (`slime.megatron.wgrad_fusion`); TransformerEngine's layers fuse on their own."""
+        """`wgrad_fusion`: the local spec's linear layers and the output layer accumulate weight gradients into
+        `main_grad` (`slime.megatron.wgrad_fusion`); TransformerEngine's layers fuse on their own."""
         self.hf_config = fix_hf_config(hf_config)
         self.use_transformer_engine = (
             transformer_engine_available() if use_transformer_engine is None else use_transformer_engine
@@ -72,9 +73,10 @@ class ModelBridge:
             self.hf_config, dtype=dtype, make_vocab_size_divisible_by=make_vocab_size_divisible_by
         )
         self._bridge.set_extra_args(**transformer_overrides)
+        self._wgrad_fusion = wgrad_fusion and not self.use_transformer_engine
         self._own_name_maps()
         if not self.use_transformer_engine:
-            self._use_local_spec(wgrad_fusion)
+            self._use_local_spec(self._wgrad_fusion)
 
     @property
     def config(self):
@@ -112,9 +114,11 @@ class ModelBridge:
     def build(self, *, pre_process: bool, post_process: bool, vp_stage: int | None = None) -> torch.nn.Module:
         """A fresh GPTModel for this pipeline stage, initialised as Megatron does (on the CPU or current GPU)."""
         provider = self._bridge._model_provider([])
-        if vp_stage is None:
-            return provider(pre_process=pre_process, post_process=post_process)
-        return provider(pre_process=pre_process, post_process=post_process, vp_stage=vp_stage)
+        stage = {} if vp_stage is None else {"vp_stage": vp_stage}
+        model = provider(pre_process=pre_process, post_process=post_process, **stage)
+        if self._wgrad_fusion:  # the decoder's linears come fused from the local spec; GPTModel builds this one
+            fuse_output_layer(model)
+        return model
 
     @property
     def padded_vocab_size(self) -> int:

@@ -26,6 +26,7 @@ from megatron.core.dist_checkpointing.mapping import ShardedObject
 from slime.megatron import _megatron_globals as mg
 from slime.megatron.bridge import LOCAL_TO_TE_NAMES
 from slime.megatron.checkpoint_layout import TRACKER, iteration_dir, resolve_iteration
+from slime.megatron.torch_optimizers import inner_optimizers
 
 _OPTIM_METADATA = {"distrib_optim_sharding_type": "dp_reshardable"}
 
@@ -132,9 +133,8 @@ def _untie_adam_steps(optimizer) -> None:
     load overwrites it): bias correction goes wrong after any resume. Seen on CPU; the same code path runs on
     GPUs without TE/Apex.
     """
-    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
-        inner = getattr(opt, "optimizer", None)
-        for group in getattr(inner, "param_groups", []):
+    for inner in inner_optimizers(optimizer):
+        for group in inner.param_groups:
             if "step" not in group:
                 continue
             for param in group["params"]:

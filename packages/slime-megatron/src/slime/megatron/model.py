@@ -25,9 +25,8 @@ from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 from slime.megatron import _megatron_globals as mg
 from slime.megatron import training_configs
 from slime.megatron.bridge import ModelBridge
-from slime.megatron.fused_adam import use_fused_adam
 from slime.megatron.model_shape import resolve_model_shape, text_config
-from slime.megatron.wgrad_fusion import fuse_output_layer
+from slime.megatron.torch_optimizers import use_fused_adam
 
 
 @dataclasses.dataclass(kw_only=True, slots=True)
@@ -88,8 +87,6 @@ def build_model_stack(
     module = bridge.build(pre_process=mg.is_first_stage(), post_process=mg.is_last_stage())
     if post_build is not None:
         post_build(module)
-    if resolved.gradient_accumulation_fusion and not bridge.use_transformer_engine:
-        fuse_output_layer(module)  # the decoder's linears come fused from the local spec (`layer_spec`)
     for param in module.parameters():
         tensor_parallel.set_defaults_if_not_set_tensor_model_parallel_attributes(param)
     module.to(mg.device())

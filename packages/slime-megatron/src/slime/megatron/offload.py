@@ -28,20 +28,12 @@ from collections.abc import Iterator
 
 import torch
 
+from slime.megatron.torch_optimizers import inner_optimizers
 from slime.sync.host_stash import HostStash, distinct_storages, offload_figures, onload_figures
 
 
-def _inner_optimizers(optimizer) -> Iterator[torch.optim.Optimizer]:
-    if optimizer is None:
-        return
-    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
-        inner = getattr(opt, "optimizer", None)
-        if inner is not None:
-            yield inner
-
-
 def _optimizer_tensors(optimizer) -> Iterator[torch.Tensor]:
-    for inner in _inner_optimizers(optimizer):
+    for inner in inner_optimizers(optimizer):
         for group in inner.param_groups:
             yield from group["params"]
         for state in inner.state.values():
@@ -68,7 +60,7 @@ class Offloader:
         self._saver = _memory_saver()
         self._stash = HostStash()
         self._late = HostStash()
-        for inner in _inner_optimizers(stack.optimizer):
+        for inner in inner_optimizers(stack.optimizer):
             self._late.wait_before_step(inner)
             self._stash.wait_before_step(inner)  # a step changes the weights: early copies of them are stale
         self.offloaded = False

@@ -187,5 +187,5 @@ def local_micro_batches(
         micro_batch_size=micro_batch_size,
         decreasing=decreasing,
     )
-    return MicroBatches(samples, [[mine[p] for p in positions] for positions in plan], pad_multiple=pad_multiple,
-                        device=device)  # fmt: skip
+    groups = [[mine[p] for p in positions] for positions in plan]
+    return MicroBatches(samples, groups, pad_multiple=pad_multiple, device=device)

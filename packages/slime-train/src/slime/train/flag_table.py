@@ -289,7 +289,7 @@ _ROWS: tuple[tuple[Any, ...], ...] = (
     ('Data & batching', '--skip-bad-rows', 'store_true', False, None, None, None, False, 'Skip prompt rows that do not decode, miss or mistype a key, fail the chat template or exceed the context; each is counted (logged, and rollout/skipped_prompt_rows) instead of stopping the run before it starts.'),
     ('Reward', '--rm-max-attempts', 'int', None, None, None, None, False, 'Tries per sample of --rm-type remote_rm before the rollout fails (default 10).'),
     ('Reward', '--rm-timeout-s', 'float', None, None, None, None, False, 'Time limit in seconds of one remote_rm try, connection included (default 120).'),
-    ('Training backend & weight sync', '--train-cuda-graphs', 'store_true', False, None, None, None, False, 'Megatron actor on GPUs: pad every training micro-batch to --max-tokens-per-gpu and replay CUDA graphs of the forward and backward (small models are bound by the host). Needs --use-dynamic-batch-size; no tensor/context/pipeline parallelism (yet), MoE, recomputation or dropout; with --colocate every rollout captures again (slower).'),
+    ('Training backend & weight sync', '--train-cuda-graphs', 'store_true', False, None, None, None, False, 'Megatron actor on GPUs: pad every training micro-batch to --max-tokens-per-gpu and replay CUDA graphs of the forward and backward (small models are bound by the host). Needs --use-dynamic-batch-size; no tensor/context/pipeline parallelism (yet), MoE, MTP, recomputation or dropout; with --colocate every rollout captures again (slower).'),
 )
 # fmt: on
 

@@ -1,10 +1,23 @@
-"""Megatron's optimizer without apex / TransformerEngine runs torch's Adam / AdamW: switched here to torch's fused
-implementation (`use_fused_adam`). It does not change what the optimizer computes, only how many kernels do it.
+"""The torch optimizers inside Megatron's optimizer wrappers: reaching them (`inner_optimizers`), and switching
+Megatron's apex-less Adam / AdamW to torch's fused implementation (`use_fused_adam`, which changes how many kernels
+a step takes, not what it computes).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
+
+
+def inner_optimizers(optimizer) -> Iterator[torch.optim.Optimizer]:
+    """The torch optimizer of each of Megatron's (possibly chained) optimizers; nothing for None."""
+    if optimizer is None:
+        return
+    for chained in getattr(optimizer, "chained_optimizers", [optimizer]):
+        inner = getattr(chained, "optimizer", None)
+        if inner is not None:
+            yield inner
 
 
 def use_fused_adam(optimizer) -> None:
@@ -13,8 +26,7 @@ def use_fused_adam(optimizer) -> None:
     On an H100 the foreach step of the 0.6B shape took 16 ms of kernels. Set before the first step, when the state
     (whose `step` counters the fused kernel keeps on the parameters' device) is created; torch moves loaded `step`
     counters where the group's `fused` flag wants them. Apex's / TE's fused optimizers are left as they are."""
-    for chained in getattr(optimizer, "chained_optimizers", [optimizer]):
-        inner = getattr(chained, "optimizer", None)
+    for inner in inner_optimizers(optimizer):
         if type(inner) not in (torch.optim.Adam, torch.optim.AdamW):
             continue
         devices = {p.device.type for group in inner.param_groups for p in group["params"]}
